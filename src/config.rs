@@ -1,0 +1,277 @@
+//! Configuration, read from the environment in exactly one place.
+//!
+//! Raw strings become validated values here; nothing else in the crate looks at the environment.
+//! `Config::from_lookup` takes any lookup function so tests can build configs without touching
+//! the process environment, which is global and racy under parallel tests.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+/// Everything the server needs to start, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the SQLite file (from `DATABASE_URL`).
+    pub database_path: PathBuf,
+    /// HMAC key for `/webhook`; `None` when unset or empty.
+    pub webhook_secret: Option<Secret>,
+    /// Most verbose level written to stdout.
+    pub log_level: LevelFilter,
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 lets the OS choose (tests use this).
+    pub port: u16,
+    /// Number of worker threads, each with its own SQLite connection.
+    pub workers: usize,
+    /// Requests waiting for a worker beyond this many are shed with 503.
+    pub queue_capacity: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a connection waits for a SQLite lock before the request fails with 503.
+    pub busy_timeout: Duration,
+}
+
+/// The webhook secret. `Debug` never shows it, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A variable whose value could not be used. Always names the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.variable, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:///hookbox.db";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a config from any name → value lookup. An empty value counts as unset, so
+    /// `FOO: ${FOO}` in a compose file with `FOO` unset falls back to the default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let database_path = parse_database_url(&database_url).map_err(|reason| ConfigError {
+            variable: "DATABASE_URL",
+            reason,
+        })?;
+        let log_level = match get("LOG_LEVEL") {
+            None => LevelFilter::Info,
+            Some(raw) => parse_log_level(&raw).ok_or_else(|| ConfigError {
+                variable: "LOG_LEVEL",
+                reason: format!("{raw:?} is not one of ERROR, WARN, INFO, DEBUG"),
+            })?,
+        };
+        let host = get("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
+
+        Ok(Config {
+            database_path,
+            webhook_secret: get("WEBHOOK_SECRET").map(Secret),
+            log_level,
+            host,
+            port: number(&get, "PORT", 8000, 0..=65535)?,
+            workers: number(&get, "HOOKBOX_WORKERS", 4, 1..=256)?,
+            queue_capacity: number(&get, "HOOKBOX_QUEUE_CAPACITY", 512, 1..=65536)?,
+            max_body_bytes: number(&get, "HOOKBOX_MAX_BODY_BYTES", 65536, 1..=16 * 1024 * 1024)?,
+            busy_timeout: Duration::from_millis(number(
+                &get,
+                "HOOKBOX_BUSY_TIMEOUT_MS",
+                5000,
+                0..=600_000,
+            )?),
+        })
+    }
+
+    /// A config for tests and embedding: the given database, loopback on an OS-chosen port,
+    /// everything else at its default.
+    pub fn for_database(database_path: impl Into<PathBuf>, secret: Option<&str>) -> Config {
+        let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
+        config.database_path = database_path.into();
+        config.webhook_secret = secret.filter(|s| !s.is_empty()).map(Secret::new);
+        config.host = "127.0.0.1".to_owned();
+        config.port = 0;
+        config
+    }
+}
+
+/// Parses an unsigned integer variable within `range`, or returns `default` when unset.
+fn number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(raw) = get(variable) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(ConfigError {
+            variable,
+            reason: format!(
+                "{raw:?} is not a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+fn parse_log_level(raw: &str) -> Option<LevelFilter> {
+    match raw.trim().to_ascii_uppercase().as_str() {
+        "ERROR" => Some(LevelFilter::Error),
+        "WARN" | "WARNING" => Some(LevelFilter::Warn),
+        "INFO" => Some(LevelFilter::Info),
+        "DEBUG" => Some(LevelFilter::Debug),
+        _ => None,
+    }
+}
+
+/// `sqlite:////abs/path.db` → `/abs/path.db`; `sqlite:///rel.db` → `rel.db` (relative to the
+/// working directory); a bare path is taken as it is. Anything else is an error.
+pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
+    let path = if let Some(rest) = url.strip_prefix("sqlite:///") {
+        rest
+    } else if url.starts_with("sqlite:") {
+        return Err(format!(
+            "{url:?} is not sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        ));
+    } else if url.contains("://") {
+        return Err(format!("{url:?}: only sqlite URLs are supported"));
+    } else {
+        url
+    };
+    if path.is_empty() || path.ends_with('/') {
+        return Err(format!("{url:?} does not name a database file"));
+    }
+    if path.contains('?') {
+        return Err(format!("{url:?}: URL parameters are not supported"));
+    }
+    if path == ":memory:" {
+        return Err(
+            "an in-memory database cannot be shared between workers; name a file".to_owned(),
+        );
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.database_path, PathBuf::from("hookbox.db"));
+        assert_eq!(config.webhook_secret, None);
+        assert_eq!(config.log_level, LevelFilter::Info);
+        assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8000));
+        assert_eq!(config.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            parse_database_url("sqlite:////data/app.db").unwrap(),
+            PathBuf::from("/data/app.db")
+        );
+        assert_eq!(
+            parse_database_url("sqlite:///x.db").unwrap(),
+            PathBuf::from("x.db")
+        );
+        assert_eq!(
+            parse_database_url("data/x.db").unwrap(),
+            PathBuf::from("data/x.db")
+        );
+        for bad in [
+            "postgres://u@h/db",
+            "sqlite://x.db",
+            "sqlite:x.db",
+            "sqlite:///",
+            "sqlite:///:memory:",
+            "sqlite:///x.db?mode=ro",
+        ] {
+            assert!(parse_database_url(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn empty_secret_is_unset_and_secret_is_redacted() {
+        assert_eq!(config(&[("WEBHOOK_SECRET", "")]).unwrap().webhook_secret, None);
+        let config = config(&[("WEBHOOK_SECRET", "hunter2")]).unwrap();
+        assert_eq!(config.webhook_secret.as_ref().unwrap().expose(), b"hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn log_levels_are_case_insensitive() {
+        assert_eq!(
+            config(&[("LOG_LEVEL", "debug")]).unwrap().log_level,
+            LevelFilter::Debug
+        );
+        assert_eq!(
+            config(&[("LOG_LEVEL", "Warn")]).unwrap().log_level,
+            LevelFilter::Warn
+        );
+        assert_eq!(config(&[("LOG_LEVEL", "loud")]).unwrap_err().variable, "LOG_LEVEL");
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        for (variable, value) in [
+            ("PORT", "80000"),
+            ("PORT", "http"),
+            ("HOOKBOX_WORKERS", "0"),
+            ("HOOKBOX_QUEUE_CAPACITY", "-1"),
+            ("HOOKBOX_MAX_BODY_BYTES", "1e6"),
+            ("HOOKBOX_BUSY_TIMEOUT_MS", "soon"),
+            ("DATABASE_URL", "mysql://x"),
+        ] {
+            let error = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable);
+            assert!(error.to_string().contains(variable));
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The one error type handlers return, named by HTTP meaning.
+//!
+//! Status codes are mapped in one exhaustive `match` and errors become JSON responses in one place
+//! (`Error::into_response`). Detail for 5xx goes to the log, never to the client.
+
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use crate::http::Response;
+
+/// Seconds a sender is asked to wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path matches no route.
+    NotFound,
+    /// The path exists but not for this method; carries the `Allow` header value.
+    MethodNotAllowed(&'static str),
+    /// The body is larger than `HOOKBOX_MAX_BODY_BYTES` (by `Content-Length` or as read).
+    PayloadTooLarge { limit: usize },
+    /// The `X-Signature` header is missing or does not match the body.
+    Unauthorized,
+    /// The client sent something it could not have meant: a body cut short, or a read timeout.
+    BadRequest(String),
+    /// The body or query failed validation; each entry is a FastAPI-shaped problem.
+    Unprocessable(Vec<Value>),
+    /// The service cannot take this request now (queue full, not configured, shutting down);
+    /// the sender should retry. The reason is shown to the client.
+    Unavailable(&'static str),
+    /// SQLite could not serve the request (busy past the timeout, disk full, read-only, I/O);
+    /// the sender should retry. The cause is logged; the client sees a generic reason.
+    StorageUnavailable(String),
+    /// A bug or an unexpected store error. The detail is logged, the client sees a generic body.
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::NotFound => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::PayloadTooLarge { .. } => 413,
+            Error::Unauthorized => 401,
+            Error::BadRequest(_) => 400,
+            Error::Unprocessable(_) => 422,
+            Error::Unavailable(_) | Error::StorageUnavailable(_) => 503,
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// A single validation problem in FastAPI's shape.
+    pub fn invalid(kind: &str, loc: &[&str], msg: impl Into<String>, input: Value) -> Value {
+        json!({"type": kind, "loc": loc, "msg": msg.into(), "input": input})
+    }
+
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match self {
+            Error::NotFound => json!("Not Found"),
+            Error::MethodNotAllowed(_) => json!("Method Not Allowed"),
+            Error::PayloadTooLarge { limit } => {
+                json!(format!("request body is larger than {limit} bytes"))
+            }
+            Error::Unauthorized => json!("invalid signature"),
+            Error::BadRequest(ref message) => json!(message),
+            Error::Unprocessable(ref problems) => json!(problems),
+            Error::Unavailable(reason) => json!(reason),
+            Error::StorageUnavailable(_) => json!("storage unavailable, retry later"),
+            Error::Internal(_) => json!("internal server error"),
+        };
+        let mut response = Response::json(status, &json!({ "detail": detail }));
+        match self {
+            Error::MethodNotAllowed(allow) => response.headers.push(("Allow", allow.to_owned())),
+            Error::Unavailable(_) | Error::StorageUnavailable(_) => response
+                .headers
+                .push(("Retry-After", RETRY_AFTER_SECONDS.to_string())),
+            _ => {}
+        }
+        response
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("not found"),
+            Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
+            Error::PayloadTooLarge { limit } => write!(f, "body larger than {limit} bytes"),
+            Error::Unauthorized => f.write_str("invalid signature"),
+            Error::BadRequest(message) => write!(f, "bad request: {message}"),
+            Error::Unprocessable(problems) => write!(f, "{} validation problem(s)", problems.len()),
+            Error::Unavailable(reason) => write!(f, "unavailable: {reason}"),
+            Error::StorageUnavailable(cause) => write!(f, "storage unavailable: {cause}"),
+            Error::Internal(message) => write!(f, "internal error: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<rusqlite::Error> for Error {
+    /// Conditions a sender can wait out (busy, locked, full, read-only, I/O) become 503;
+    /// anything else is a bug or corruption and becomes 500.
+    fn from(error: rusqlite::Error) -> Error {
+        use rusqlite::ErrorCode::*;
+        match error.sqlite_error_code() {
+            Some(
+                DatabaseBusy | DatabaseLocked | DiskFull | ReadOnly | SystemIoFailure
+                | CannotOpen | OutOfMemory,
+            ) => Error::StorageUnavailable(error.to_string()),
+            _ => Error::Internal(format!("storage: {error}")),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Our own owned `Request` and `Response`, and the edge that converts to and from tiny_http.
+//!
+//! Only this module touches tiny_http's request and response types. Handlers see a `Request` whose
+//! body is already read (up to the limit) and return a `Response` of plain bytes.
+
+use std::io::{Cursor, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// A request as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string, as sent (not percent-decoded).
+    pub path: String,
+    /// The raw query string after `?`, if any.
+    pub query: Option<String>,
+    /// Header names lower-cased, values as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Result<Vec<u8>, BodyError>,
+    pub request_id: String,
+}
+
+/// Why the body is not available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit, by `Content-Length` or as read.
+    TooLarge { limit: usize },
+    /// The connection failed or the client stopped sending mid-body.
+    Unreadable(String),
+}
+
+impl Request {
+    /// Builds a request for tests and tools without a socket.
+    pub fn new(method: &str, target: &str, body: &[u8]) -> Request {
+        let (path, query) = split_target(target);
+        Request {
+            method: method.to_owned(),
+            path,
+            query,
+            headers: Vec::new(),
+            body: Ok(body.to_vec()),
+            request_id: next_request_id(),
+        }
+    }
+
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body bytes, or the HTTP error that explains why there are none.
+    pub fn body(&self) -> Result<&[u8], Error> {
+        match &self.body {
+            Ok(bytes) => Ok(bytes),
+            Err(BodyError::TooLarge { limit }) => Err(Error::PayloadTooLarge { limit: *limit }),
+            Err(BodyError::Unreadable(why)) => Err(Error::BadRequest(format!(
+                "could not read the request body: {why}"
+            ))),
+        }
+    }
+
+    /// The last value given for query parameter `name`, percent-decoded. `+` stays a plus sign
+    /// (so `?from=+91…` means `+91…`, as typed). A value that decodes to invalid UTF-8 is a 422.
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, Error> {
+        let Some(query) = &self.query else {
+            return Ok(None);
+        };
+        let raw = query
+            .split('&')
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(key) == name.as_bytes()).then_some(value)
+            })
+            .next_back();
+        match raw {
+            None => Ok(None),
+            Some(raw) => String::from_utf8(percent_decode(raw))
+                .map(Some)
+                .map_err(|_| {
+                    Error::Unprocessable(vec![Error::invalid(
+                        "string_unicode",
+                        &["query", name],
+                        "Input should be a valid string, unable to parse raw data as a unicode string",
+                        raw.into(),
+                    )])
+                }),
+        }
+    }
+}
+
+/// A response from a handler: status, extra headers, body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, value: &impl Serialize) -> Response {
+        let body = serde_json::to_vec(value).expect("our response types always serialize");
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".to_owned())],
+            body,
+        }
+    }
+
+    pub fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_owned())],
+            body,
+        }
+    }
+}
+
+fn split_target(target: &str) -> (String, Option<String>) {
+    match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (target.to_owned(), None),
+    }
+}
+
+/// Decodes `%XX` escapes. A `%` not followed by two hex digits is kept as a literal `%`, so a
+/// search typed as `?q=100%` means what it says.
+pub fn percent_decode(raw: &str) -> Vec<u8> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', high, low]) => hex_digit(*high).zip(hex_digit(*low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    (byte as char).to_digit(16).map(|digit| digit as u8)
+}
+
+// ---- request ids ---------------------------------------------------------------------------
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh id: a per-process random prefix and a counter, so ids never repeat within a run and
+/// almost surely not across runs.
+pub fn next_request_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()) as u32);
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}-{n:012x}")
+}
+
+/// An incoming `X-Request-ID` is reused only when it is short and plain (letters, digits, and
+/// `-_.:`), so it can neither bloat nor break a log line or a response header.
+pub fn sane_request_id(incoming: Option<&str>) -> Option<String> {
+    let id = incoming?.trim();
+    let plain = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    plain.then(|| id.to_owned())
+}
+
+// ---- the tiny_http edge ----------------------------------------------------------------------
+
+/// Copies a tiny_http request into our own, reading the body up to `max_body` bytes.
+/// A `Content-Length` over the limit is refused before a single body byte is read.
+pub fn from_tiny(request: &mut tiny_http::Request, max_body: usize) -> Request {
+    let (path, query) = split_target(request.url());
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|header| {
+            (
+                header.field.as_str().as_str().to_ascii_lowercase(),
+                header.value.as_str().to_owned(),
+            )
+        })
+        .collect();
+    let request_id = request_id_of(request);
+    let body = read_body(request, max_body);
+    Request {
+        method: request.method().as_str().to_owned(),
+        path,
+        query,
+        headers,
+        body,
+        request_id,
+    }
+}
+
+/// The request's own `X-Request-ID` when it is sane, otherwise a fresh one.
+pub fn request_id_of(request: &tiny_http::Request) -> String {
+    let incoming = request
+        .headers()
+        .iter()
+        .find(|header| header.field.equiv("X-Request-ID"))
+        .map(|header| header.value.as_str());
+    sane_request_id(incoming).unwrap_or_else(next_request_id)
+}
+
+fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = request.body_length();
+    if declared.is_some_and(|length| length > limit) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    request
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|error| BodyError::Unreadable(error.to_string()))?;
+    if body.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(body)
+}
+
+/// Converts our response for tiny_http, adding the request id header.
+pub fn into_tiny(response: Response, request_id: &str) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    let mut tiny = tiny_http::Response::from_data(response.body).with_status_code(response.status);
+    let extra = [("X-Request-ID", request_id)];
+    let headers = response
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .chain(extra);
+    for (name, value) in headers {
+        if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            tiny.add_header(header);
+        }
+    }
+    tiny
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plus_is_literal_and_escapes_decode() {
+        let request = Request::new("GET", "/messages?from=+919876543210&q=a%20b", b"");
+        assert_eq!(
+            request.query_param("from").unwrap().as_deref(),
+            Some("+919876543210")
+        );
+        assert_eq!(request.query_param("q").unwrap().as_deref(), Some("a b"));
+        let encoded = Request::new("GET", "/messages?from=%2B919876543210", b"");
+        assert_eq!(
+            encoded.query_param("from").unwrap().as_deref(),
+            Some("+919876543210")
+        );
+    }
+
+    #[test]
+    fn bad_escapes_stay_literal() {
+        assert_eq!(percent_decode("%"), b"%");
+        assert_eq!(percent_decode("100%"), b"100%");
+        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+        assert_eq!(percent_decode("%25%5f"), b"%_");
+        assert_eq!(percent_decode("%e2%82%ac"), "€".as_bytes());
+    }
+
+    #[test]
+    fn last_value_wins_and_missing_is_none() {
+        let request = Request::new("GET", "/messages?limit=1&limit=2&flag", b"");
+        assert_eq!(request.query_param("limit").unwrap().as_deref(), Some("2"));
+        assert_eq!(request.query_param("flag").unwrap().as_deref(), Some(""));
+        assert_eq!(request.query_param("offset").unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_422() {
+        let request = Request::new("GET", "/messages?q=%ff", b"");
+        assert!(matches!(
+            request.query_param("q"),
+            Err(Error::Unprocessable(_))
+        ));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(
+            sane_request_id(Some("abc-123_x.y:z")).as_deref(),
+            Some("abc-123_x.y:z")
+        );
+        assert_eq!(sane_request_id(Some("a\"b")), None);
+        assert_eq!(sane_request_id(Some("a\nb")), None);
+        assert_eq!(sane_request_id(Some(&"a".repeat(129))), None);
+        assert_eq!(sane_request_id(Some("")), None);
+        assert_ne!(next_request_id(), next_request_id());
+    }
+}

@@ -1,0 +1,25 @@
+//! hookbox: a webhook ingestion server for small machines.
+//!
+//! Senders POST HMAC-signed JSON messages to `/webhook`; each is validated and stored exactly once
+//! in SQLite before the 200 goes out. Operators read them back with `/messages` and `/stats`, and
+//! watch the service through `/health/*`, `/metrics` and one JSON log line per request.
+//!
+//! `start` runs the exact server that the binary runs, so tests exercise the real thing.
+//! See ARCHITECTURE.md for the life of a request and the invariants.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod logging;
+pub mod message;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod signature;
+pub mod timestamp;
+pub mod worker;
+
+pub use config::Config;
+pub use server::{ServerHandle, StartError, start};

@@ -1,0 +1,60 @@
+//! The `hookbox` binary: read the config, serve until SIGTERM/SIGINT, shut down gracefully.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 when the server cannot start or stops accepting,
+//! 2 when the configuration is invalid.
+
+use std::process::ExitCode;
+
+use crossbeam_channel::select;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+fn main() -> ExitCode {
+    // Log at INFO until the config says otherwise, so even a config error is a JSON line.
+    let _ = hookbox::logging::init(log::LevelFilter::Info);
+    let config = match hookbox::Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            log::error!(variable = error.variable; "{error}");
+            return ExitCode::from(2);
+        }
+    };
+    log::set_max_level(config.log_level);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
+    // Registered before the server starts, so an early SIGTERM still shuts down gracefully.
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let signal_handle = signals.handle();
+    let (signal_sender, signal_received) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = signal_sender.send(signal);
+        }
+    });
+
+    let server = hookbox::start(config)?;
+    let failure = select! {
+        recv(signal_received) -> signal => {
+            log::info!(signal = signal.unwrap_or_default(); "shutting down");
+            None
+        }
+        recv(server.failure()) -> message => Some(message.unwrap_or_default()),
+    };
+    signal_handle.close();
+    server.shutdown();
+    match failure {
+        None => {
+            log::info!("stopped");
+            Ok(())
+        }
+        Some(message) => Err(message.into()),
+    }
+}

@@ -1,0 +1,160 @@
+//! Prometheus metrics, one registry per server so tests can run several servers in one process.
+//!
+//! Labels are bounded: `path` is a route name from the router (never a raw URL), `status` an HTTP
+//! status code, `result` one of the webhook outcomes listed in `WebhookResult`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// How one `/webhook` request ended, as counted in `webhook_requests_total{result}` and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    Created,
+    Duplicate,
+    InvalidSignature,
+    ValidationError,
+    /// Body over the size limit (413).
+    TooLarge,
+    /// Body could not be read (400).
+    BadRequest,
+    /// Not a POST (405).
+    MethodNotAllowed,
+    /// Secret not configured, store failing, or shedding load (503).
+    Unavailable,
+    /// A bug (500).
+    Error,
+}
+
+impl WebhookResult {
+    /// The outcomes whose series exist from startup (value 0), as the contract requires.
+    pub const ALWAYS_EXPORTED: [WebhookResult; 4] = [
+        WebhookResult::Created,
+        WebhookResult::Duplicate,
+        WebhookResult::InvalidSignature,
+        WebhookResult::ValidationError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Created => "created",
+            WebhookResult::Duplicate => "duplicate",
+            WebhookResult::InvalidSignature => "invalid_signature",
+            WebhookResult::ValidationError => "validation_error",
+            WebhookResult::TooLarge => "too_large",
+            WebhookResult::BadRequest => "bad_request",
+            WebhookResult::MethodNotAllowed => "method_not_allowed",
+            WebhookResult::Unavailable => "unavailable",
+            WebhookResult::Error => "error",
+        }
+    }
+}
+
+/// Upper bounds of the latency histogram, in milliseconds. 100 and 500 are required by the spec.
+const LATENCY_BUCKETS_MS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    webhook_requests: IntCounterVec,
+    latency_ms: Histogram,
+    /// Requests accepted from the listener and not yet picked up by a worker.
+    pub queue_depth: IntGauge,
+    /// Requests answered 503 by the dispatcher because the worker queue was full.
+    pub shed: prometheus::IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered, by route and status."),
+            &["path", "status"],
+        )
+        .expect("valid metric");
+        let webhook_requests = IntCounterVec::new(
+            Opts::new("webhook_requests_total", "POST /webhook requests, by outcome."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let latency_ms = Histogram::with_opts(
+            HistogramOpts::new(
+                "request_latency_ms",
+                "Time from a worker picking a request up to its response being written, in milliseconds.",
+            )
+            .buckets(LATENCY_BUCKETS_MS.to_vec()),
+        )
+        .expect("valid metric");
+        let queue_depth = IntGauge::new(
+            "hookbox_queue_depth",
+            "Requests waiting for a worker right now.",
+        )
+        .expect("valid metric");
+        let shed = prometheus::IntCounter::new(
+            "hookbox_shed_total",
+            "Requests answered 503 without processing because the worker queue was full.",
+        )
+        .expect("valid metric");
+
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_requests.clone()),
+            Box::new(latency_ms.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(shed.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        // The four main outcomes exist from startup, so a dashboard sees 0 rather than nothing.
+        // The rarer ones appear when they first happen, which keeps the top of the exposition short.
+        for result in WebhookResult::ALWAYS_EXPORTED {
+            webhook_requests.with_label_values(&[result.as_str()]);
+        }
+        Metrics {
+            registry,
+            http_requests,
+            webhook_requests,
+            latency_ms,
+            queue_depth,
+            shed,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe_request(&self, route: &str, status: u16, latency_ms: f64) {
+        self.http_requests
+            .with_label_values(&[route, status.to_string().as_str()])
+            .inc();
+        self.latency_ms.observe(latency_ms);
+    }
+
+    pub fn observe_webhook(&self, result: WebhookResult) {
+        self.webhook_requests
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric. The two request counters come first, so
+    /// `curl /metrics | head` shows them; the rest follow in name order.
+    pub fn render(&self) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        families.sort_by_key(|family| match family.name() {
+            "webhook_requests_total" => 0,
+            "http_requests_total" => 1,
+            _ => 2,
+        });
+        let mut out = Vec::with_capacity(4096);
+        TextEncoder::new()
+            .encode(&families, &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,146 @@
+//! A worker: takes requests off the bounded queue and answers each one completely.
+//!
+//! For every request, in this order and nowhere else: copy it into our own `Request` (reading the
+//! body up to the limit), route, call the handler inside `catch_unwind`, turn an error into its
+//! JSON response, write the response, count it in the metrics, write its one log line.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::Error;
+use crate::handlers::{Context, WebhookNote, webhook};
+use crate::http::{self, Response};
+use crate::logging::{self, AccessLine, WebhookFields};
+use crate::metrics::Metrics;
+use crate::router;
+
+/// What every thread of one server shares.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+}
+
+/// A request handed from the dispatcher to a worker, stamped with when it was accepted.
+pub struct Job {
+    pub request: tiny_http::Request,
+    pub received: Instant,
+}
+
+/// Runs until the queue is closed and drained. `db` is this worker's own connection.
+pub fn run(shared: Arc<Shared>, mut db: Db, queue: Receiver<Job>) {
+    for job in queue.iter() {
+        shared.metrics.queue_depth.dec();
+        // `handle` already contains handler panics; this guards the glue around them, so that
+        // not even a bug in our own plumbing can end the worker.
+        if panic::catch_unwind(AssertUnwindSafe(|| handle(&shared, &mut db, job))).is_err() {
+            log::error!("request handling panicked outside the handler; worker continues");
+        }
+    }
+}
+
+fn handle(shared: &Shared, db: &mut Db, job: Job) {
+    let Job {
+        mut request,
+        received,
+    } = job;
+    let owned = http::from_tiny(&mut request, shared.config.max_body_bytes);
+    let (route, handler) = router::route(&owned.method, &owned.path);
+    let mut ctx = Context {
+        config: &shared.config,
+        metrics: &shared.metrics,
+        db,
+        webhook: None,
+    };
+    let result = handler.and_then(|handler| {
+        panic::catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &owned))).unwrap_or_else(
+            |payload| {
+                Err(Error::Internal(format!(
+                    "handler panicked: {}",
+                    panic_message(payload.as_ref())
+                )))
+            },
+        )
+    });
+    let webhook_note = ctx.webhook.take();
+    let webhook = (route == "/webhook").then(|| {
+        webhook_note.unwrap_or_else(|| WebhookNote {
+            message_id: None,
+            result: match &result {
+                Ok(_) => crate::metrics::WebhookResult::Error,
+                Err(error) => webhook::result_of(error),
+            },
+        })
+    });
+    let outcome = Outcome {
+        route,
+        method: &owned.method,
+        path: &owned.path,
+        request_id: &owned.request_id,
+        received,
+        webhook: webhook.as_ref(),
+    };
+    finish(shared, request, outcome, result);
+}
+
+/// Who a response is for, and what to record about it.
+pub struct Outcome<'a> {
+    pub route: &'static str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub request_id: &'a str,
+    pub received: Instant,
+    pub webhook: Option<&'a WebhookNote>,
+}
+
+/// Writes the response, then counts and logs the request. Used by workers and, for requests it
+/// sheds, by the dispatcher, so every request is recorded the same way.
+pub fn finish(
+    shared: &Shared,
+    request: tiny_http::Request,
+    outcome: Outcome<'_>,
+    result: Result<Response, Error>,
+) {
+    let (response, error) = match result {
+        Ok(response) => (response, None),
+        Err(error) => {
+            let detail = (error.status() >= 500).then(|| error.to_string());
+            (error.into_response(), detail)
+        }
+    };
+    let status = response.status;
+    if let Err(io_error) = request.respond(http::into_tiny(response, outcome.request_id)) {
+        log::debug!("could not write the response: {io_error}");
+    }
+    let latency_ms = outcome.received.elapsed().as_secs_f64() * 1000.0;
+    shared
+        .metrics
+        .observe_request(outcome.route, status, latency_ms);
+    if let Some(note) = outcome.webhook {
+        shared.metrics.observe_webhook(note.result);
+    }
+    logging::access(&AccessLine {
+        request_id: outcome.request_id,
+        method: outcome.method,
+        path: outcome.path,
+        status,
+        latency_ms,
+        webhook: outcome.webhook.map(|note| WebhookFields {
+            message_id: note.message_id.as_deref(),
+            result: note.result,
+        }),
+        error,
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
