@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod handlers;
+pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod message;

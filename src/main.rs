@@ -1,7 +1,8 @@
 //! The `hookbox` binary: read the config, serve until SIGTERM/SIGINT, shut down gracefully.
+//! `hookbox healthcheck` instead asks the running server whether it is ready (for containers).
 //!
-//! Exit codes: 0 after a clean shutdown, 1 when the server cannot start or stops accepting,
-//! 2 when the configuration is invalid.
+//! Exit codes: 0 after a clean shutdown (or a ready server), 1 when the server cannot start or
+//! stops accepting (or is not ready), 2 when the configuration or the arguments are invalid.
 
 use std::process::ExitCode;
 
@@ -20,7 +21,15 @@ fn main() -> ExitCode {
         }
     };
     log::set_max_level(config.log_level);
-    match run(config) {
+    let result = match std::env::args().nth(1).as_deref() {
+        None => run(config),
+        Some("healthcheck") => hookbox::healthcheck::check(&config).map_err(Into::into),
+        Some(other) => {
+            log::error!("unknown argument {other:?}; the only subcommand is `healthcheck`");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");

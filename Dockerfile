@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# Build: a full Rust toolchain, only in this stage.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY sql ./sql
+RUN cargo build --release --locked \
+ && mkdir -p /data
+
+# Run: glibc + libgcc and nothing else (no shell, no package manager), as a non-root user.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/hookbox /usr/local/bin/hookbox
+# An empty /data owned by the runtime user: a new named volume copies this ownership.
+COPY --from=build --chown=65532:65532 /data /data
+USER 65532:65532
+ENV DATABASE_URL=sqlite:////data/app.db \
+    HOST=0.0.0.0 \
+    PORT=8000
+EXPOSE 8000
+VOLUME ["/data"]
+# The binary is its own probe: the image has no curl.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/hookbox", "healthcheck"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/hookbox"]

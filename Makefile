@@ -1,0 +1,30 @@
+# hookbox — the everyday commands. `make help` lists them.
+.PHONY: help up down logs run test lint bench soak
+
+help:
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+up: ## build and start the container (needs WEBHOOK_SECRET in your shell)
+	docker compose up -d --build
+
+down: ## stop the container and delete its volume
+	docker compose down -v
+
+logs: ## follow the container's JSON logs
+	docker compose logs -f api
+
+run: ## run the server locally on :8000 with ./hookbox.db
+	cargo run --release --locked
+
+test: ## run every test
+	cargo test --locked
+
+lint: ## formatting and clippy, warnings are errors
+	cargo fmt --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+bench: ## throughput/latency/RSS benchmark, writes bench-results/
+	./bench/run.sh
+
+soak: ## longer fault tests (crash, fd exhaustion, idle connections)
+	./soak/run.sh
