@@ -239,7 +239,10 @@ mod tests {
 
     #[test]
     fn empty_secret_is_unset_and_secret_is_redacted() {
-        assert_eq!(config(&[("WEBHOOK_SECRET", "")]).unwrap().webhook_secret, None);
+        assert_eq!(
+            config(&[("WEBHOOK_SECRET", "")]).unwrap().webhook_secret,
+            None
+        );
         let config = config(&[("WEBHOOK_SECRET", "hunter2")]).unwrap();
         assert_eq!(config.webhook_secret.as_ref().unwrap().expose(), b"hunter2");
         assert!(!format!("{config:?}").contains("hunter2"));
@@ -255,7 +258,10 @@ mod tests {
             config(&[("LOG_LEVEL", "Warn")]).unwrap().log_level,
             LevelFilter::Warn
         );
-        assert_eq!(config(&[("LOG_LEVEL", "loud")]).unwrap_err().variable, "LOG_LEVEL");
+        assert_eq!(
+            config(&[("LOG_LEVEL", "loud")]).unwrap_err().variable,
+            "LOG_LEVEL"
+        );
     }
 
     #[test]

@@ -108,8 +108,8 @@ impl From<rusqlite::Error> for Error {
         use rusqlite::ErrorCode::*;
         match error.sqlite_error_code() {
             Some(
-                DatabaseBusy | DatabaseLocked | DiskFull | ReadOnly | SystemIoFailure
-                | CannotOpen | OutOfMemory,
+                DatabaseBusy | DatabaseLocked | DiskFull | ReadOnly | SystemIoFailure | CannotOpen
+                | OutOfMemory,
             ) => Error::StorageUnavailable(error.to_string()),
             _ => Error::Internal(format!("storage: {error}")),
         }

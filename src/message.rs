@@ -220,7 +220,9 @@ mod tests {
     #[test]
     fn each_problem_is_reported_once() {
         assert_eq!(
-            locs(r#"{"message_id":"","from":"919","to":"+1 2","ts":"2025-02-30T00:00:00Z","text":5}"#),
+            locs(
+                r#"{"message_id":"","from":"919","to":"+1 2","ts":"2025-02-30T00:00:00Z","text":5}"#
+            ),
             ["message_id", "from", "to", "ts", "text"]
         );
         assert_eq!(locs("{}"), ["message_id", "from", "to", "ts"]);
@@ -250,7 +252,9 @@ mod tests {
     fn text_length_counts_code_points() {
         let at_limit = "é".repeat(MAX_TEXT_CHARS);
         let body = |text: &str| {
-            format!(r#"{{"message_id":"m","from":"+1","to":"+2","ts":"2025-01-15T10:00:00Z","text":"{text}"}}"#)
+            format!(
+                r#"{{"message_id":"m","from":"+1","to":"+2","ts":"2025-01-15T10:00:00Z","text":"{text}"}}"#
+            )
         };
         assert!(parse(body(&at_limit).as_bytes()).result.is_ok());
         let over = format!("{at_limit}é");
@@ -266,7 +270,10 @@ mod tests {
         let not_utf8 = parse(b"{\"message_id\":\"\xff\"}");
         assert!(matches!(not_utf8.result, Err(Error::Unprocessable(_))));
         assert_eq!(problems(r#"{"a":"\ud800"}"#)[0]["type"], "json_invalid");
-        assert_eq!(problems(&format!("{}1{}", "[".repeat(200), "]".repeat(200)))[0]["type"], "json_invalid");
+        assert_eq!(
+            problems(&format!("{}1{}", "[".repeat(200), "]".repeat(200)))[0]["type"],
+            "json_invalid"
+        );
     }
 
     #[test]

@@ -70,12 +70,18 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route and status."),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status.",
+            ),
             &["path", "status"],
         )
         .expect("valid metric");
         let webhook_requests = IntCounterVec::new(
-            Opts::new("webhook_requests_total", "POST /webhook requests, by outcome."),
+            Opts::new(
+                "webhook_requests_total",
+                "POST /webhook requests, by outcome.",
+            ),
             &["result"],
         )
         .expect("valid metric");
@@ -105,7 +111,9 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(shed.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         // The four main outcomes exist from startup, so a dashboard sees 0 rather than nothing.
         // The rarer ones appear when they first happen, which keeps the top of the exposition short.

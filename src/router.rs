@@ -15,7 +15,10 @@ const POST: &str = "POST";
 /// Picks the handler for `method` on `path` (no query string). Empty segments are ignored, so
 /// `/webhook/` is `/webhook`.
 pub fn route(method: &str, path: &str) -> (&'static str, Result<Handler, Error>) {
-    let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .collect();
     let is_get = matches!(method, "GET" | "HEAD");
     match (method, segments.as_slice()) {
         ("POST", ["webhook"]) => ("/webhook", Ok(handlers::webhook::post)),

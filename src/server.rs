@@ -99,12 +99,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
 
-    let listener = tiny_http::Server::http((config.host.as_str(), config.port)).map_err(|error| {
-        StartError::Listen(format!(
-            "cannot listen on HOST={} PORT={}: {error}",
-            config.host, config.port
-        ))
-    })?;
+    let listener =
+        tiny_http::Server::http((config.host.as_str(), config.port)).map_err(|error| {
+            StartError::Listen(format!(
+                "cannot listen on HOST={} PORT={}: {error}",
+                config.host, config.port
+            ))
+        })?;
     let addr = listener
         .server_addr()
         .to_ip()

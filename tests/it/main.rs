@@ -1,0 +1,11 @@
+//! Integration tests: one binary, each test against a real server on 127.0.0.1:0 with its own
+//! temporary database, over real HTTP. `binary` runs the built executable for what only it can
+//! show (exit codes, signals, stdout).
+
+mod binary;
+mod support;
+
+mod messages;
+mod ops;
+mod stats;
+mod webhook;
