@@ -31,6 +31,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a connection waits for a SQLite lock before the request fails with 503.
     pub busy_timeout: Duration,
+    /// Idle keep-alive connections close after this; a request must arrive within it.
+    pub read_timeout: Duration,
 }
 
 /// The webhook secret. `Debug` never shows it, so a logged config cannot leak it.
@@ -109,6 +111,12 @@ impl Config {
                 "HOOKBOX_BUSY_TIMEOUT_MS",
                 5000,
                 0..=600_000,
+            )?),
+            read_timeout: Duration::from_secs(number(
+                &get,
+                "HOOKBOX_READ_TIMEOUT_SECS",
+                10,
+                1..=3600,
             )?),
         })
     }
@@ -273,6 +281,7 @@ mod tests {
             ("HOOKBOX_QUEUE_CAPACITY", "-1"),
             ("HOOKBOX_MAX_BODY_BYTES", "1e6"),
             ("HOOKBOX_BUSY_TIMEOUT_MS", "soon"),
+            ("HOOKBOX_READ_TIMEOUT_SECS", "0"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();

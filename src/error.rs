@@ -23,8 +23,10 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     /// The `X-Signature` header is missing or does not match the body.
     Unauthorized,
-    /// The client sent something it could not have meant: a body cut short, or a read timeout.
+    /// The body could not be read: malformed chunked encoding, or the connection failed.
     BadRequest(String),
+    /// The client did not send its whole body within `HOOKBOX_READ_TIMEOUT_SECS`.
+    RequestTimeout,
     /// The body or query failed validation; each entry is a FastAPI-shaped problem.
     Unprocessable(Vec<Value>),
     /// The service cannot take this request now (queue full, not configured, shutting down);
@@ -45,6 +47,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => 413,
             Error::Unauthorized => 401,
             Error::BadRequest(_) => 400,
+            Error::RequestTimeout => 408,
             Error::Unprocessable(_) => 422,
             Error::Unavailable(_) | Error::StorageUnavailable(_) => 503,
             Error::Internal(_) => 500,
@@ -66,6 +69,7 @@ impl Error {
             }
             Error::Unauthorized => json!("invalid signature"),
             Error::BadRequest(ref message) => json!(message),
+            Error::RequestTimeout => json!("request body not received in time"),
             Error::Unprocessable(ref problems) => json!(problems),
             Error::Unavailable(reason) => json!(reason),
             Error::StorageUnavailable(_) => json!("storage unavailable, retry later"),
@@ -91,6 +95,7 @@ impl fmt::Display for Error {
             Error::PayloadTooLarge { limit } => write!(f, "body larger than {limit} bytes"),
             Error::Unauthorized => f.write_str("invalid signature"),
             Error::BadRequest(message) => write!(f, "bad request: {message}"),
+            Error::RequestTimeout => f.write_str("request body not received in time"),
             Error::Unprocessable(problems) => write!(f, "{} validation problem(s)", problems.len()),
             Error::Unavailable(reason) => write!(f, "unavailable: {reason}"),
             Error::StorageUnavailable(cause) => write!(f, "storage unavailable: {cause}"),

@@ -3,8 +3,9 @@
 //! Only this module touches tiny_http's request and response types. Handlers see a `Request` whose
 //! body is already read (up to the limit) and return a `Response` of plain bytes.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -29,8 +30,10 @@ pub struct Request {
 pub enum BodyError {
     /// Larger than the limit, by `Content-Length` or as read.
     TooLarge { limit: usize },
-    /// The connection failed or the client stopped sending mid-body.
+    /// The connection failed, or the body was malformed (bad chunked encoding, cut short).
     Unreadable(String),
+    /// The client did not send the whole body within the read timeout.
+    TimedOut,
 }
 
 impl Request {
@@ -63,6 +66,7 @@ impl Request {
             Err(BodyError::Unreadable(why)) => Err(Error::BadRequest(format!(
                 "could not read the request body: {why}"
             ))),
+            Err(BodyError::TimedOut) => Err(Error::RequestTimeout),
         }
     }
 
@@ -186,9 +190,9 @@ pub fn sane_request_id(incoming: Option<&str>) -> Option<String> {
 
 // ---- the tiny_http edge ----------------------------------------------------------------------
 
-/// Copies a tiny_http request into our own, reading the body up to `max_body` bytes.
-/// A `Content-Length` over the limit is refused before a single body byte is read.
-pub fn from_tiny(request: &mut tiny_http::Request, max_body: usize) -> Request {
+/// Copies a tiny_http request into our own, reading the body up to `max_body` bytes within
+/// `deadline`. A `Content-Length` over the limit is refused before a single body byte is read.
+pub fn from_tiny(request: &mut tiny_http::Request, max_body: usize, deadline: Duration) -> Request {
     let (path, query) = split_target(request.url());
     let headers: Vec<(String, String)> = request
         .headers()
@@ -201,7 +205,7 @@ pub fn from_tiny(request: &mut tiny_http::Request, max_body: usize) -> Request {
         })
         .collect();
     let request_id = request_id_of(request);
-    let body = read_body(request, max_body);
+    let body = read_body(request, max_body, deadline);
     Request {
         method: request.method().as_str().to_owned(),
         path,
@@ -222,19 +226,38 @@ pub fn request_id_of(request: &tiny_http::Request) -> String {
     sane_request_id(incoming).unwrap_or_else(next_request_id)
 }
 
-fn read_body(request: &mut tiny_http::Request, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// Reads at most `limit + 1` bytes (one more tells us the body is too large). Each read waits
+/// at most the socket's read timeout; `deadline` bounds the whole body, so a client trickling
+/// one byte at a time cannot hold a worker for longer.
+fn read_body(
+    request: &mut tiny_http::Request,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, BodyError> {
     let declared = request.body_length();
     if declared.is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge { limit });
     }
+    let started = Instant::now();
     let mut body = Vec::with_capacity(declared.unwrap_or(0));
-    request
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|error| BodyError::Unreadable(error.to_string()))?;
-    if body.len() > limit {
-        return Err(BodyError::TooLarge { limit });
+    let mut chunk = [0u8; 8192];
+    let reader = request.as_reader();
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => body.extend_from_slice(&chunk[..read]),
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(BodyError::TimedOut);
+            }
+            Err(error) => return Err(BodyError::Unreadable(error.to_string())),
+        }
+        if body.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        if started.elapsed() > deadline {
+            return Err(BodyError::TimedOut);
+        }
     }
     Ok(body)
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod healthcheck;
 pub mod http;
+pub mod listener;
 pub mod logging;
 pub mod message;
 pub mod metrics;

@@ -18,6 +18,7 @@ use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
 use crate::handlers::WebhookNote;
 use crate::http;
+use crate::listener;
 use crate::metrics::{Metrics, WebhookResult};
 use crate::router;
 use crate::worker::{self, Job, Outcome, Shared};
@@ -99,8 +100,12 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
 
-    let listener =
-        tiny_http::Server::http((config.host.as_str(), config.port)).map_err(|error| {
+    let listener = listener::bind(&config.host, config.port, config.read_timeout)
+        .map_err(|error| error.to_string())
+        .and_then(|socket| {
+            tiny_http::Server::from_listener(socket, None).map_err(|error| error.to_string())
+        })
+        .map_err(|error| {
             StartError::Listen(format!(
                 "cannot listen on HOST={} PORT={}: {error}",
                 config.host, config.port

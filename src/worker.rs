@@ -48,7 +48,11 @@ fn handle(shared: &Shared, db: &mut Db, job: Job) {
         mut request,
         received,
     } = job;
-    let owned = http::from_tiny(&mut request, shared.config.max_body_bytes);
+    let owned = http::from_tiny(
+        &mut request,
+        shared.config.max_body_bytes,
+        shared.config.read_timeout,
+    );
     let (route, handler) = router::route(&owned.method, &owned.path);
     let mut ctx = Context {
         config: &shared.config,
