@@ -125,7 +125,7 @@ impl ClientConnection {
 
             // getting all headers
             let headers = {
-                let mut headers = Vec::new();
+                let mut headers: Vec<crate::Header> = Vec::new();
                 loop {
                     let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
 
@@ -148,6 +148,22 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+
+        // hookbox patch: a Content-Length that does not parse, several that disagree, or one
+        // beside Transfer-Encoding make the body's end ambiguous. Upstream read such a body as
+        // empty and parsed it as the next request (request smuggling behind a proxy). Refuse.
+        {
+            let mut lengths = headers
+                .iter()
+                .filter(|h| h.field.equiv("Content-Length"))
+                .map(|h| h.value.as_str().trim().parse::<usize>().ok());
+            if let Some(first) = lengths.next() {
+                let chunked = headers.iter().any(|h| h.field.equiv("Transfer-Encoding"));
+                if first.is_none() || chunked || lengths.any(|other| other != first) {
+                    return Err(ReadError::WrongHeader(version));
+                }
+            }
+        }
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -240,15 +256,15 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
+                // hookbox patch: upstream wrote the 505 through a second writer, which waits for
+                // this request's writer to finish first: the connection thread deadlocked and the
+                // socket leaked. Answer through the request itself, then close.
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )
                 .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+                rq.respond(response).ok();
+                return None;
             }
 
             // updating the status of the connection

@@ -68,14 +68,18 @@ where
         // Content-Length claims terabytes aborted the process on drop. Drain with a fixed buffer,
         // and at most MAX_DRAIN bytes: past that the connection is not worth saving, and the
         // next read on it fails to parse and closes it.
+        // The drain is also bounded in time: a client trickling its body must not hold the
+        // thread that dropped this reader for longer than MAX_DRAIN_TIME.
         const MAX_DRAIN: usize = 1024 * 1024;
+        const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
         if self.size > MAX_DRAIN {
             return;
         }
+        let started = std::time::Instant::now();
         let mut remaining_to_read = self.size;
         let mut buf = [0u8; 4096];
 
-        while remaining_to_read > 0 {
+        while remaining_to_read > 0 && started.elapsed() < MAX_DRAIN_TIME {
             let chunk = remaining_to_read.min(buf.len());
             match self.reader.read(&mut buf[..chunk]) {
                 Err(e) => {
