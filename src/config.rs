@@ -33,6 +33,33 @@ pub struct Config {
     pub busy_timeout: Duration,
     /// Idle keep-alive connections close after this; a request must arrive within it.
     pub read_timeout: Duration,
+    /// When a commit counts as done: synced to disk (`Full`) or handed to the OS (`Normal`).
+    pub durability: Durability,
+    /// Accepted messages waiting for the writer beyond this many are shed with 503.
+    pub write_queue_capacity: usize,
+    /// Most messages the writer commits in one transaction (one fsync).
+    pub max_batch: usize,
+    /// Upper bound on the database file size in MiB; at the cap writes answer 503. 0: no cap.
+    pub max_db_mib: u64,
+}
+
+/// SQLite's `synchronous` setting for every connection (see the README's trade-off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Each commit returns after the WAL is fsynced: a 200 survives power loss.
+    Full,
+    /// Commits are fsynced only at checkpoints: a 200 survives a crash of hookbox, but the last
+    /// moments before a power loss or kernel crash may be lost.
+    Normal,
+}
+
+impl Durability {
+    pub fn as_pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
 }
 
 /// The webhook secret. `Debug` never shows it, so a logged config cannot leak it.
@@ -118,6 +145,22 @@ impl Config {
                 10,
                 1..=3600,
             )?),
+            durability: match get("HOOKBOX_SYNCHRONOUS") {
+                None => Durability::Full,
+                Some(raw) => match raw.trim().to_ascii_uppercase().as_str() {
+                    "FULL" => Durability::Full,
+                    "NORMAL" => Durability::Normal,
+                    _ => {
+                        return Err(ConfigError {
+                            variable: "HOOKBOX_SYNCHRONOUS",
+                            reason: format!("{raw:?} is not FULL or NORMAL"),
+                        });
+                    }
+                },
+            },
+            write_queue_capacity: number(&get, "HOOKBOX_WRITE_QUEUE_CAPACITY", 1024, 1..=65536)?,
+            max_batch: number(&get, "HOOKBOX_MAX_BATCH", 256, 1..=4096)?,
+            max_db_mib: number(&get, "HOOKBOX_MAX_DB_MIB", 0, 0..=u64::from(u32::MAX))?,
         })
     }
 
@@ -217,6 +260,7 @@ mod tests {
         assert_eq!(config.log_level, LevelFilter::Info);
         assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8000));
         assert_eq!(config.max_body_bytes, 65536);
+        assert_eq!(config.durability, Durability::Full);
     }
 
     #[test]
@@ -282,6 +326,10 @@ mod tests {
             ("HOOKBOX_MAX_BODY_BYTES", "1e6"),
             ("HOOKBOX_BUSY_TIMEOUT_MS", "soon"),
             ("HOOKBOX_READ_TIMEOUT_SECS", "0"),
+            ("HOOKBOX_SYNCHRONOUS", "OFF"),
+            ("HOOKBOX_WRITE_QUEUE_CAPACITY", "0"),
+            ("HOOKBOX_MAX_BATCH", "100000"),
+            ("HOOKBOX_MAX_DB_MIB", "-5"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();

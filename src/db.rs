@@ -3,13 +3,11 @@
 //! SQL lives here and in `sql/`, nowhere else. Each worker owns one `Db`; there is no pool and no
 //! lock of ours around a connection. Migrations run once at startup, before workers open theirs.
 
-use std::path::Path;
-use std::time::Duration;
-
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::config::Config;
 use crate::message::Message;
 
 /// Migrations in order; migration `i` brings `PRAGMA user_version` from `i` to `i + 1`.
@@ -72,22 +70,29 @@ pub struct Db {
 
 impl Db {
     /// Opens (creating if needed) the database file with the settings every connection shares.
-    pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Db> {
+    pub fn open(config: &Config) -> rusqlite::Result<Db> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(busy_timeout)?;
+        let conn = Connection::open_with_flags(&config.database_path, flags)?;
+        conn.busy_timeout(config.busy_timeout)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(rusqlite::Error::InvalidParameterName(format!(
                 "could not switch the database to WAL (journal_mode is {mode})"
             )));
         }
-        // FULL: a commit returns only after the WAL is synced, so a 200 survives power loss.
+        // FULL (the default): a commit returns only after the WAL is synced, so a 200 survives
+        // power loss. NORMAL: synced at checkpoints only (see README, "Durability").
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA cache_size = -{CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+            "PRAGMA synchronous = {}; PRAGMA cache_size = -{CACHE_KIB}; PRAGMA temp_store = MEMORY;",
+            config.durability.as_pragma()
         ))?;
+        if config.max_db_mib > 0 {
+            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            let bytes = i64::try_from(config.max_db_mib * 1024 * 1024).unwrap_or(i64::MAX);
+            conn.pragma_update(None, "max_page_count", bytes / page_size.max(512))?;
+        }
         conn.create_scalar_function(
             "hookbox_contains_folded",
             2,
@@ -99,6 +104,23 @@ impl Db {
             },
         )?;
         Ok(Db { conn })
+    }
+
+    /// Leaves checkpoints to the checkpointer thread: commits never pay for one.
+    pub fn disable_autocheckpoint(&self) -> rusqlite::Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)
+    }
+
+    /// Copies what it can from the WAL into the database without waiting for anyone.
+    pub fn checkpoint_passive(&self) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    }
+
+    /// Copies everything and empties the WAL (waits for readers; used at shutdown).
+    pub fn checkpoint_truncate(&self) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
     }
 
     /// Brings the schema up to `SCHEMA_VERSION`, one transaction per migration.
@@ -125,32 +147,46 @@ impl Db {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
     }
 
-    /// Stores `message` unless its id is already present; the first stored row is never changed.
-    pub fn insert(&mut self, message: &Message, received_at: &str) -> rusqlite::Result<Inserted> {
+    /// Stores each message unless its id is already present (the first stored row is never
+    /// changed), all in one transaction: one commit, one fsync. Results are in input order; a
+    /// repeated id within the batch is `Duplicate` from its second occurrence on. If anything
+    /// fails the whole batch is rolled back and nothing is stored.
+    pub fn insert_batch<'m>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'m Message>,
+        received_at: &str,
+    ) -> rusqlite::Result<Vec<Inserted>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx
-            .prepare_cached(
+        let results = {
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (message_id) DO NOTHING",
-            )?
-            .execute(params![
-                message.message_id,
-                message.from,
-                message.to,
-                message.ts,
-                message.ts_key,
-                message.text,
-                received_at,
-            ])?;
+            )?;
+            messages
+                .into_iter()
+                .map(|message| {
+                    let changed = insert.execute(params![
+                        message.message_id,
+                        message.from,
+                        message.to,
+                        message.ts,
+                        message.ts_key,
+                        message.text,
+                        received_at,
+                    ])?;
+                    Ok(if changed == 1 {
+                        Inserted::Created
+                    } else {
+                        Inserted::Duplicate
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
         tx.commit()?;
-        Ok(if changed == 1 {
-            Inserted::Created
-        } else {
-            Inserted::Duplicate
-        })
+        Ok(results)
     }
 
     /// One page of messages in (instant, message_id) order, and how many match in all.

@@ -12,7 +12,7 @@ use crate::http::Response;
 /// Seconds a sender is asked to wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The path matches no route.

@@ -7,6 +7,7 @@
 //! `start` runs the exact server that the binary runs, so tests exercise the real thing.
 //! See ARCHITECTURE.md for the life of a request and the invariants.
 
+pub mod checkpointer;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod server;
 pub mod signature;
 pub mod timestamp;
 pub mod worker;
+pub mod writer;
 
 pub use config::Config;
 pub use server::{ServerHandle, StartError, start};

@@ -3,6 +3,8 @@
 //! Labels are bounded: `path` is a route name from the router (never a raw URL), `status` an HTTP
 //! status code, `result` one of the webhook outcomes listed in `WebhookResult`.
 
+use std::time::Duration;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -62,8 +64,21 @@ pub struct Metrics {
     latency_ms: Histogram,
     /// Requests accepted from the listener and not yet picked up by a worker.
     pub queue_depth: IntGauge,
-    /// Requests answered 503 by the dispatcher because the worker queue was full.
-    pub shed: prometheus::IntCounter,
+    /// Validated messages waiting for the writer.
+    pub write_queue_depth: IntGauge,
+    /// Requests answered 503 without processing, by the queue that was full.
+    shed: IntCounterVec,
+    commit_batch_size: Histogram,
+    commit_duration_ms: Histogram,
+}
+
+/// Which bounded queue was full when a request was shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// The dispatcher → workers queue (`HOOKBOX_QUEUE_CAPACITY`).
+    Workers,
+    /// The workers → writer queue (`HOOKBOX_WRITE_QUEUE_CAPACITY`).
+    Writes,
 }
 
 impl Metrics {
@@ -98,9 +113,35 @@ impl Metrics {
             "Requests waiting for a worker right now.",
         )
         .expect("valid metric");
-        let shed = prometheus::IntCounter::new(
-            "hookbox_shed_total",
-            "Requests answered 503 without processing because the worker queue was full.",
+        let write_queue_depth = IntGauge::new(
+            "hookbox_write_queue_depth",
+            "Validated messages waiting for the writer right now.",
+        )
+        .expect("valid metric");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "hookbox_shed_total",
+                "Requests answered 503 without processing because a queue was full, by queue.",
+            ),
+            &["queue"],
+        )
+        .expect("valid metric");
+        let commit_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "hookbox_commit_batch_size",
+                "Messages stored per commit (one fsync each under synchronous=FULL).",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+        )
+        .expect("valid metric");
+        let commit_duration_ms = Histogram::with_opts(
+            HistogramOpts::new(
+                "hookbox_commit_duration_ms",
+                "Time to insert and commit one batch, in milliseconds.",
+            )
+            .buckets(LATENCY_BUCKETS_MS.to_vec()),
         )
         .expect("valid metric");
 
@@ -109,7 +150,10 @@ impl Metrics {
             Box::new(webhook_requests.clone()),
             Box::new(latency_ms.clone()),
             Box::new(queue_depth.clone()),
+            Box::new(write_queue_depth.clone()),
             Box::new(shed.clone()),
+            Box::new(commit_batch_size.clone()),
+            Box::new(commit_duration_ms.clone()),
         ] {
             registry
                 .register(collector)
@@ -120,14 +164,34 @@ impl Metrics {
         for result in WebhookResult::ALWAYS_EXPORTED {
             webhook_requests.with_label_values(&[result.as_str()]);
         }
+        for queue in ["workers", "writes"] {
+            shed.with_label_values(&[queue]);
+        }
         Metrics {
             registry,
             http_requests,
             webhook_requests,
             latency_ms,
             queue_depth,
+            write_queue_depth,
             shed,
+            commit_batch_size,
+            commit_duration_ms,
         }
+    }
+
+    pub fn observe_shed(&self, queue: Queue) {
+        let label = match queue {
+            Queue::Workers => "workers",
+            Queue::Writes => "writes",
+        };
+        self.shed.with_label_values(&[label]).inc();
+    }
+
+    pub fn observe_commit(&self, batch_size: usize, duration: Duration) {
+        self.commit_batch_size.observe(batch_size as f64);
+        self.commit_duration_ms
+            .observe(duration.as_secs_f64() * 1000.0);
     }
 
     /// Counts one answered request.

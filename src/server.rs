@@ -1,9 +1,10 @@
 //! Starting and stopping the server: the listener, the dispatcher, the worker pool.
 //!
-//! `start` opens and migrates the database, binds the listener, opens one connection per worker,
-//! and only then spawns threads, so every startup problem is reported before anything serves.
-//! The dispatcher moves requests from tiny_http onto a *bounded* queue; when it is full the
-//! dispatcher answers 503 itself instead of letting work pile up without limit.
+//! `start` opens and migrates the database (that connection becomes the writer's), opens one
+//! connection per worker, binds the listener, and only then spawns threads, so every startup
+//! problem is reported before anything serves. The dispatcher moves requests from tiny_http onto
+//! a *bounded* queue; when it is full the dispatcher answers 503 itself instead of letting work
+//! pile up without limit.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,15 +14,17 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::checkpointer::Checkpointer;
 use crate::config::Config;
 use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
 use crate::handlers::WebhookNote;
 use crate::http;
 use crate::listener;
-use crate::metrics::{Metrics, WebhookResult};
+use crate::metrics::{Metrics, Queue, WebhookResult};
 use crate::router;
 use crate::worker::{self, Job, Outcome, Shared};
+use crate::writer;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -49,6 +52,8 @@ pub struct ServerHandle {
     listener: Arc<tiny_http::Server>,
     dispatcher: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    checkpointer: Checkpointer,
     failure: Receiver<String>,
 }
 
@@ -63,8 +68,9 @@ impl ServerHandle {
         &self.failure
     }
 
-    /// Stops accepting, lets the workers finish every request already accepted, closes each
-    /// worker's database connection, and returns when all threads have ended.
+    /// Stops accepting, lets the workers finish every request already accepted and the writer
+    /// commit and answer every message handed to it, closes every database connection, and
+    /// returns when all threads have ended.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -78,6 +84,12 @@ impl ServerHandle {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+        // The workers held the last `Writer`s: the writer drains its queue and stops.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        // Last: fold the WAL into the database file, so the file alone is complete.
+        self.checkpointer.stop();
     }
 }
 
@@ -92,11 +104,12 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let database_error = |error: rusqlite::Error| {
         StartError::Database(format!("{}: {error}", config.database_path.display()))
     };
-    Db::open(&config.database_path, config.busy_timeout)
-        .and_then(|mut db| db.migrate())
-        .map_err(database_error)?;
+    let mut writer_db = Db::open(&config).map_err(database_error)?;
+    writer_db.migrate().map_err(database_error)?;
+    writer_db.disable_autocheckpoint().map_err(database_error)?;
+    let checkpointer_db = Db::open(&config).map_err(database_error)?;
     let connections = (0..config.workers)
-        .map(|_| Db::open(&config.database_path, config.busy_timeout))
+        .map(|_| Db::open(&config))
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
 
@@ -128,7 +141,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         schema_version = SCHEMA_VERSION,
         workers = config.workers,
         queue_capacity = config.queue_capacity,
-        max_body_bytes = config.max_body_bytes;
+        max_body_bytes = config.max_body_bytes,
+        synchronous = config.durability.as_pragma();
         "listening"
     );
 
@@ -136,19 +150,24 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),
+        storage: writer::StorageHealth::default(),
     });
+    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
+    let checkpointer = Checkpointer::spawn(checkpointer_db);
     let workers = connections
         .into_iter()
         .enumerate()
         .map(|(index, db)| {
             let shared = Arc::clone(&shared);
             let receiver = receiver.clone();
+            let writer = writer.clone();
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker::run(shared, db, receiver))
+                .spawn(move || worker::run(shared, db, writer, receiver))
                 .expect("spawning a worker thread")
         })
         .collect();
+    drop(writer);
     let (failure_sender, failure) = crossbeam_channel::bounded(1);
     let dispatcher = {
         let listener = Arc::clone(&listener);
@@ -162,6 +181,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         listener,
         dispatcher: Some(dispatcher),
         workers,
+        writer: Some(writer_thread),
+        checkpointer,
         failure,
     })
 }
@@ -203,7 +224,7 @@ fn enqueue(shared: &Shared, queue: &Sender<Job>, request: tiny_http::Request) {
         Ok(()) => {}
         Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
             shared.metrics.queue_depth.dec();
-            shared.metrics.shed.inc();
+            shared.metrics.observe_shed(Queue::Workers);
             shed(shared, job);
         }
     }

@@ -1,8 +1,9 @@
-//! A worker: takes requests off the bounded queue and answers each one completely.
+//! A worker: takes requests off the bounded queue and answers each one.
 //!
 //! For every request, in this order and nowhere else: copy it into our own `Request` (reading the
-//! body up to the limit), route, call the handler inside `catch_unwind`, turn an error into its
-//! JSON response, write the response, count it in the metrics, write its one log line.
+//! body up to the limit), route, call the handler inside `catch_unwind`, then either hand a valid
+//! webhook message to the writer (which answers once it is committed), or turn the handler's
+//! result into a response here; `finish` writes it, counts it and writes its one log line.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -13,16 +14,18 @@ use crossbeam_channel::Receiver;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::Error;
-use crate::handlers::{Context, WebhookNote, webhook};
+use crate::handlers::{Context, Reply, WebhookNote, webhook};
 use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Queue, WebhookResult};
 use crate::router;
+use crate::writer::{StorageHealth, Ticket, Writer};
 
 /// What every thread of one server shares.
 pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
+    pub storage: StorageHealth,
 }
 
 /// A request handed from the dispatcher to a worker, stamped with when it was accepted.
@@ -31,19 +34,23 @@ pub struct Job {
     pub received: Instant,
 }
 
-/// Runs until the queue is closed and drained. `db` is this worker's own connection.
-pub fn run(shared: Arc<Shared>, mut db: Db, queue: Receiver<Job>) {
+/// Runs until the queue is closed and drained. `db` is this worker's own connection (reads);
+/// messages to store go to `writer`.
+pub fn run(shared: Arc<Shared>, mut db: Db, writer: Writer, queue: Receiver<Job>) {
     for job in queue.iter() {
         shared.metrics.queue_depth.dec();
         // `handle` already contains handler panics; this guards the glue around them, so that
         // not even a bug in our own plumbing can end the worker.
-        if panic::catch_unwind(AssertUnwindSafe(|| handle(&shared, &mut db, job))).is_err() {
+        let handled = panic::catch_unwind(AssertUnwindSafe(|| {
+            handle(&shared, &mut db, &writer, job);
+        }));
+        if handled.is_err() {
             log::error!("request handling panicked outside the handler; worker continues");
         }
     }
 }
 
-fn handle(shared: &Shared, db: &mut Db, job: Job) {
+fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
     let Job {
         mut request,
         received,
@@ -57,6 +64,7 @@ fn handle(shared: &Shared, db: &mut Db, job: Job) {
     let mut ctx = Context {
         config: &shared.config,
         metrics: &shared.metrics,
+        storage: &shared.storage,
         db,
         webhook: None,
     };
@@ -70,12 +78,31 @@ fn handle(shared: &Shared, db: &mut Db, job: Job) {
             },
         )
     });
+    let result = match result {
+        Ok(Reply::Store(message)) => {
+            let ticket = Ticket {
+                message,
+                request,
+                method: owned.method,
+                path: owned.path,
+                request_id: owned.request_id,
+                received,
+            };
+            let Err(ticket) = writer.submit(ticket, shared) else {
+                return; // The writer answers once the message is committed.
+            };
+            shed_write(shared, *ticket);
+            return;
+        }
+        Ok(Reply::Now(response)) => Ok(response),
+        Err(error) => Err(error),
+    };
     let webhook_note = ctx.webhook.take();
     let webhook = (route == "/webhook").then(|| {
         webhook_note.unwrap_or_else(|| WebhookNote {
             message_id: None,
             result: match &result {
-                Ok(_) => crate::metrics::WebhookResult::Error,
+                Ok(_) => WebhookResult::Error,
                 Err(error) => webhook::result_of(error),
             },
         })
@@ -89,6 +116,31 @@ fn handle(shared: &Shared, db: &mut Db, job: Job) {
         webhook: webhook.as_ref(),
     };
     finish(shared, request, outcome, result);
+}
+
+/// Answers 503 for a valid message the writer has no room for: the sender retries later.
+fn shed_write(shared: &Shared, ticket: Ticket) {
+    shared.metrics.observe_shed(Queue::Writes);
+    let note = WebhookNote {
+        message_id: Some(ticket.message.message_id),
+        result: WebhookResult::Unavailable,
+    };
+    let outcome = Outcome {
+        route: "/webhook",
+        method: &ticket.method,
+        path: &ticket.path,
+        request_id: &ticket.request_id,
+        received: ticket.received,
+        webhook: Some(&note),
+    };
+    finish(
+        shared,
+        ticket.request,
+        outcome,
+        Err(Error::Unavailable(
+            "too many messages waiting to be stored, retry later",
+        )),
+    );
 }
 
 /// Who a response is for, and what to record about it.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::Context;
+use super::{Context, Reply};
 use crate::db::{self, ListQuery, StoredMessage};
 use crate::error::Error;
 use crate::http::{Request, Response};
@@ -20,18 +20,16 @@ struct Page {
     offset: u64,
 }
 
-pub fn list(ctx: &mut Context<'_>, request: &Request) -> Result<Response, Error> {
+pub fn list(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     let query = parse_query(request)?;
     let (data, total) = ctx.db.list(&query)?;
-    Ok(Response::json(
-        200,
-        &Page {
-            data,
-            total,
-            limit: query.limit,
-            offset: query.offset,
-        },
-    ))
+    let page = Page {
+        data,
+        total,
+        limit: query.limit,
+        offset: query.offset,
+    };
+    Ok(Response::json(200, &page).into())
 }
 
 /// Reads and checks every parameter, reporting all problems at once (FastAPI's way).

@@ -13,17 +13,36 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::message::Message;
 use crate::metrics::{Metrics, WebhookResult};
+use crate::writer::StorageHealth;
 
 /// Every handler has this shape, so the router can hand one back as a plain `fn` pointer.
-pub type Handler = fn(&mut Context<'_>, &Request) -> Result<Response, Error>;
+pub type Handler = fn(&mut Context<'_>, &Request) -> Result<Reply, Error>;
+
+/// What a handler asks the worker to do.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this response now.
+    Now(Response),
+    /// Store this message; the writer answers once the commit holding it is durable.
+    Store(Message),
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply::Now(response)
+    }
+}
 
 /// What a handler may use: shared settings and metrics, and the worker's own connection.
 pub struct Context<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
+    pub storage: &'a StorageHealth,
     pub db: &'a mut Db,
-    /// Set by the webhook handler: what the log line and `webhook_requests_total` report.
+    /// Set by the webhook handler when it refuses a request: what the log line and
+    /// `webhook_requests_total` report. (Stored messages are reported by the writer.)
     pub webhook: Option<WebhookNote>,
 }
 

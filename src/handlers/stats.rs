@@ -1,10 +1,10 @@
 //! `GET /stats`: totals, top senders and the first/last message instants.
 
-use super::Context;
+use super::{Context, Reply};
 use crate::error::Error;
 use crate::http::{Request, Response};
 
-pub fn get(ctx: &mut Context<'_>, _request: &Request) -> Result<Response, Error> {
+pub fn get(ctx: &mut Context<'_>, _request: &Request) -> Result<Reply, Error> {
     let stats = ctx.db.stats()?;
-    Ok(Response::json(200, &stats))
+    Ok(Response::json(200, &stats).into())
 }

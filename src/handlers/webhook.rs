@@ -2,34 +2,36 @@
 //!
 //! The order is fixed by the contract and each step refuses before the next runs:
 //! secret configured (503) → body within the limit (413) → signature over the raw bytes (401)
-//! → JSON object with valid fields (422) → insert keyed by `message_id` (200 created/duplicate).
+//! → JSON object with valid fields (422) → handed to the writer, which inserts it keyed by
+//! `message_id` and answers 200 (created or duplicate) once the commit is durable.
 
 use serde_json::json;
 
-use super::{Context, WebhookNote};
+use super::{Context, Reply, WebhookNote};
 use crate::db::Inserted;
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::message::{self, Message};
 use crate::metrics::WebhookResult;
-use crate::{message, signature, timestamp};
+use crate::signature;
 
-pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Response, Error> {
+pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     let mut message_id = None;
-    let outcome = ingest(ctx, request, &mut message_id);
-    let result = match &outcome {
-        Ok(Inserted::Created) => WebhookResult::Created,
-        Ok(Inserted::Duplicate) => WebhookResult::Duplicate,
-        Err(error) => result_of(error),
-    };
-    ctx.webhook = Some(WebhookNote { message_id, result });
-    outcome.map(|_| Response::json(200, &json!({"status": "ok"})))
+    let checked = check(ctx, request, &mut message_id);
+    if let Err(error) = &checked {
+        ctx.webhook = Some(WebhookNote {
+            message_id,
+            result: result_of(error),
+        });
+    }
+    checked.map(Reply::Store)
 }
 
-fn ingest(
-    ctx: &mut Context<'_>,
+fn check(
+    ctx: &Context<'_>,
     request: &Request,
     message_id: &mut Option<String>,
-) -> Result<Inserted, Error> {
+) -> Result<Message, Error> {
     let Some(secret) = &ctx.config.webhook_secret else {
         return Err(Error::Unavailable("webhook secret not configured"));
     };
@@ -39,8 +41,21 @@ fn ingest(
     }
     let parsed = message::parse(body);
     *message_id = parsed.message_id;
-    let message = parsed.result?;
-    Ok(ctx.db.insert(&message, &timestamp::now_utc())?)
+    parsed.result
+}
+
+/// The answer for a message once the writer has committed it, or failed to.
+pub fn answer(stored: Result<Inserted, Error>) -> (WebhookResult, Result<Response, Error>) {
+    match stored {
+        Ok(inserted) => (
+            match inserted {
+                Inserted::Created => WebhookResult::Created,
+                Inserted::Duplicate => WebhookResult::Duplicate,
+            },
+            Ok(Response::json(200, &json!({"status": "ok"}))),
+        ),
+        Err(error) => (result_of(&error), Err(error)),
+    }
 }
 
 /// The outcome a failed `/webhook` request is counted and logged under.

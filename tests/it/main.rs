@@ -5,7 +5,10 @@
 mod binary;
 mod support;
 
+mod concurrency;
+mod hostile;
 mod messages;
 mod ops;
+mod properties;
 mod stats;
 mod webhook;
