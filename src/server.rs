@@ -152,7 +152,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         metrics: Metrics::new(),
         storage: writer::StorageHealth::default(),
     });
-    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
+    let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
     let checkpointer = Checkpointer::spawn(checkpointer_db);
     let workers = connections
         .into_iter()
@@ -161,9 +161,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             let shared = Arc::clone(&shared);
             let receiver = receiver.clone();
             let writer = writer.clone();
+            let completions = completions.clone();
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker::run(shared, db, writer, receiver))
+                .spawn(move || worker::run(shared, db, writer, receiver, completions))
                 .expect("spawning a worker thread")
         })
         .collect();

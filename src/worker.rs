@@ -9,7 +9,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, select_biased};
 
 use crate::config::Config;
 use crate::db::Db;
@@ -19,7 +19,7 @@ use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Metrics, Queue, WebhookResult};
 use crate::router;
-use crate::writer::{StorageHealth, Ticket, Writer};
+use crate::writer::{Completion, StorageHealth, Ticket, Writer};
 
 /// What every thread of one server shares.
 pub struct Shared {
@@ -34,20 +34,64 @@ pub struct Job {
     pub received: Instant,
 }
 
-/// Runs until the queue is closed and drained. `db` is this worker's own connection (reads);
-/// messages to store go to `writer`.
-pub fn run(shared: Arc<Shared>, mut db: Db, writer: Writer, queue: Receiver<Job>) {
-    for job in queue.iter() {
-        shared.metrics.queue_depth.dec();
-        // `handle` already contains handler panics; this guards the glue around them, so that
-        // not even a bug in our own plumbing can end the worker.
-        let handled = panic::catch_unwind(AssertUnwindSafe(|| {
-            handle(&shared, &mut db, &writer, job);
-        }));
-        if handled.is_err() {
-            log::error!("request handling panicked outside the handler; worker continues");
+/// Serves requests from `jobs` and answers stored messages from `completions` (first, so that
+/// finished work leaves before new work starts) until the dispatcher closes `jobs`; then keeps
+/// answering completions until the writer, having committed everything handed to it, stops.
+/// `db` is this worker's own connection (reads); messages to store go to `writer`.
+pub fn run(
+    shared: Arc<Shared>,
+    mut db: Db,
+    writer: Writer,
+    jobs: Receiver<Job>,
+    completions: Receiver<Completion>,
+) {
+    loop {
+        select_biased! {
+            recv(completions) -> completion => {
+                if let Ok(completion) = completion {
+                    guarded(|| complete(&shared, completion));
+                }
+            }
+            recv(jobs) -> job => {
+                let Ok(job) = job else { break };
+                shared.metrics.queue_depth.dec();
+                guarded(|| handle(&shared, &mut db, &writer, job));
+            }
         }
     }
+    // This worker's `Writer` goes; once all are gone the writer drains, stops, and
+    // disconnects `completions`.
+    drop(writer);
+    for completion in completions.iter() {
+        guarded(|| complete(&shared, completion));
+    }
+}
+
+/// Handler panics are contained in `handle`; this guards the glue around them, so that not even
+/// a bug in our own plumbing can end the worker.
+fn guarded(work: impl FnOnce()) {
+    if panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
+        log::error!("request handling panicked outside the handler; worker continues");
+    }
+}
+
+/// Answers a message the writer has committed (or failed to).
+fn complete(shared: &Shared, completion: Completion) {
+    let Completion { ticket, stored } = completion;
+    let (result, response) = webhook::answer(stored);
+    let note = WebhookNote {
+        message_id: Some(ticket.message.message_id),
+        result,
+    };
+    let outcome = Outcome {
+        route: "/webhook",
+        method: &ticket.method,
+        path: &ticket.path,
+        request_id: &ticket.request_id,
+        received: ticket.received,
+        webhook: Some(&note),
+    };
+    finish(shared, ticket.request, outcome, response);
 }
 
 fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {

@@ -3,9 +3,11 @@
 //! A worker validates a webhook message, then hands it to the writer together with the still
 //! unanswered tiny_http request, and goes on to its next request. The writer takes everything that
 //! is waiting (up to `HOOKBOX_MAX_BATCH`), inserts it in one `IMMEDIATE` transaction and commits
-//! once — one fsync under `synchronous=FULL` — and only then answers each request: 200 for created
-//! or duplicate, 503 if the commit failed. One fsync covers a whole group, so throughput no longer
-//! stops at the disk's fsync rate, and still no 200 is written before the commit holding its row.
+//! once — one fsync under `synchronous=FULL` — and only then hands each request back to the
+//! workers with its outcome (`Completion`), who answer it: 200 for created or duplicate, 503 if the
+//! commit failed. One fsync covers a whole group, so throughput no longer stops at the disk's
+//! fsync rate, and still no 200 is written before the commit holding its row. Writing responses
+//! and log lines stays with the workers, so the writer's thread does nothing but SQL.
 //!
 //! Workers keep their own connections for reads; SQLite allows one writer at a time anyway, so a
 //! single writing thread loses nothing and never waits on its own lock.
@@ -17,12 +19,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::db::Db;
+use crate::db::{Db, Inserted};
 use crate::error::Error;
-use crate::handlers::{WebhookNote, webhook};
 use crate::message::Message;
 use crate::timestamp;
-use crate::worker::{self, Outcome, Shared};
+use crate::worker::Shared;
 
 /// A validated message waiting to be stored, with the request to answer once it is.
 pub struct Ticket {
@@ -32,6 +33,12 @@ pub struct Ticket {
     pub path: String,
     pub request_id: String,
     pub received: Instant,
+}
+
+/// A ticket whose commit has finished (or failed): ready to be answered by a worker.
+pub struct Completion {
+    pub ticket: Ticket,
+    pub stored: Result<Inserted, Error>,
 }
 
 /// The workers' end of the write queue.
@@ -54,18 +61,21 @@ impl Writer {
     }
 }
 
-/// Starts the writer on its own connection. It stops once every `Writer` is dropped and the
-/// queue is drained.
-pub fn spawn(shared: Arc<Shared>, db: Db) -> (Writer, JoinHandle<()>) {
+/// Starts the writer on its own connection. Finished tickets come back on the returned
+/// receiver. The writer stops once every `Writer` is dropped and the queue is drained; the
+/// completion channel then disconnects, after the last completion.
+pub fn spawn(shared: Arc<Shared>, db: Db) -> (Writer, Receiver<Completion>, JoinHandle<()>) {
     let (sender, receiver) = crossbeam_channel::bounded(shared.config.write_queue_capacity);
+    // Unbounded, but never long: at most the write queue plus one batch of tickets exist.
+    let (completed, completions) = crossbeam_channel::unbounded();
     let handle = thread::Builder::new()
         .name("writer".to_owned())
-        .spawn(move || run(&shared, db, &receiver))
+        .spawn(move || run(&shared, db, &receiver, &completed))
         .expect("spawning the writer thread");
-    (Writer { queue: sender }, handle)
+    (Writer { queue: sender }, completions, handle)
 }
 
-fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>) {
+fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>, completed: &Sender<Completion>) {
     let max_batch = shared.config.max_batch;
     while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(queue.len() + 1));
@@ -74,14 +84,17 @@ fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>) {
         shared.metrics.write_queue_depth.sub(batch.len() as i64);
         // A panic drops the batch's requests unanswered, which tiny_http turns into 500s:
         // never a 200, and the writer lives on for the next batch.
-        if panic::catch_unwind(AssertUnwindSafe(|| commit(shared, &mut db, batch))).is_err() {
+        let committed = panic::catch_unwind(AssertUnwindSafe(|| {
+            commit(shared, &mut db, batch, completed);
+        }));
+        if committed.is_err() {
             log::error!("the writer panicked while committing a batch; its requests got 500");
         }
     }
 }
 
-/// Stores one batch in one transaction, then answers every request in it.
-fn commit(shared: &Shared, db: &mut Db, batch: Vec<Ticket>) {
+/// Stores one batch in one transaction, then hands every ticket in it back for answering.
+fn commit(shared: &Shared, db: &mut Db, batch: Vec<Ticket>, completed: &Sender<Completion>) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
     let stored = db.insert_batch(batch.iter().map(|ticket| &ticket.message), &received_at);
@@ -100,21 +113,10 @@ fn commit(shared: &Shared, db: &mut Db, batch: Vec<Ticket>) {
             batch.iter().map(|_| Err(error.clone())).collect()
         }
     };
-    for (ticket, result) in batch.into_iter().zip(results) {
-        let (result, response) = webhook::answer(result);
-        let note = WebhookNote {
-            message_id: Some(ticket.message.message_id),
-            result,
-        };
-        let outcome = Outcome {
-            route: "/webhook",
-            method: &ticket.method,
-            path: &ticket.path,
-            request_id: &ticket.request_id,
-            received: ticket.received,
-            webhook: Some(&note),
-        };
-        worker::finish(shared, ticket.request, outcome, response);
+    for (ticket, stored) in batch.into_iter().zip(results) {
+        // Workers outlive the writer (they wait for its last completion), so this cannot fail
+        // while a worker is left to answer; if it ever did, dropping the request sends a 500.
+        let _ = completed.send(Completion { ticket, stored });
     }
 }
 

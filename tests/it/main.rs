@@ -2,13 +2,14 @@
 //! temporary database, over real HTTP. `binary` runs the built executable for what only it can
 //! show (exit codes, signals, stdout).
 
-mod binary;
 mod support;
 
+mod binary;
 mod concurrency;
 mod hostile;
 mod messages;
 mod ops;
 mod properties;
 mod stats;
+mod storage;
 mod webhook;
