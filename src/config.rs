@@ -41,6 +41,8 @@ pub struct Config {
     pub max_batch: usize,
     /// Upper bound on the database file size in MiB; at the cap writes answer 503. 0: no cap.
     pub max_db_mib: u64,
+    /// After SIGTERM, in-flight work gets this long before the process exits anyway (code 1).
+    pub shutdown_grace: Duration,
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -161,6 +163,12 @@ impl Config {
             write_queue_capacity: number(&get, "HOOKBOX_WRITE_QUEUE_CAPACITY", 1024, 1..=65536)?,
             max_batch: number(&get, "HOOKBOX_MAX_BATCH", 256, 1..=4096)?,
             max_db_mib: number(&get, "HOOKBOX_MAX_DB_MIB", 0, 0..=u64::from(u32::MAX))?,
+            shutdown_grace: Duration::from_secs(number(
+                &get,
+                "HOOKBOX_SHUTDOWN_GRACE_SECS",
+                15,
+                1..=3600,
+            )?),
         })
     }
 
@@ -330,6 +338,7 @@ mod tests {
             ("HOOKBOX_WRITE_QUEUE_CAPACITY", "0"),
             ("HOOKBOX_MAX_BATCH", "100000"),
             ("HOOKBOX_MAX_DB_MIB", "-5"),
+            ("HOOKBOX_SHUTDOWN_GRACE_SECS", "0"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
+    raise_descriptor_limit();
     // Registered before the server starts, so an early SIGTERM still shuts down gracefully.
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let signal_handle = signals.handle();
@@ -49,6 +50,7 @@ fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
+    let grace = config.shutdown_grace;
     let server = hookbox::start(config)?;
     let failure = select! {
         recv(signal_received) -> signal => {
@@ -58,6 +60,13 @@ fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
         recv(server.failure()) -> message => Some(message.unwrap_or_default()),
     };
     signal_handle.close();
+    // Every wait in shutdown is bounded by a timeout, but a guard costs nothing: past the grace
+    // period the process exits anyway. Every 200 already sent is durable, so nothing acked is lost.
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        log::error!(grace_secs = grace.as_secs(); "shutdown took longer than the grace period; exiting");
+        std::process::exit(1);
+    });
     server.shutdown();
     match failure {
         None => {
@@ -65,5 +74,14 @@ fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some(message) => Err(message.into()),
+    }
+}
+
+/// Each connection holds a descriptor, so the soft limit (often 1024) is raised to the hard
+/// limit. Running out is survivable anyway: the accept loop backs off and retries.
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!(limit = limit; "open file limit"),
+        Err(error) => log::warn!("could not raise the open file limit: {error}"),
     }
 }
