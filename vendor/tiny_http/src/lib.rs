@@ -285,7 +285,12 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        // hookbox patch: a panic in the accept loop used to end it silently (the listener
+        // closed, `recv()` blocked forever). Now it is reported to `recv()` as an error, so the
+        // application can exit and be restarted.
+        let panic_messages = messages.clone();
         thread::spawn(move || {
+            let accept_loop = std::panic::AssertUnwindSafe(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
@@ -294,7 +299,7 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        let streams = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -309,6 +314,16 @@ impl Server {
                             }
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
+                        };
+                        // hookbox patch: out of descriptors for the socket's duplicate: drop
+                        // this connection, back off, keep accepting.
+                        let (read_closable, write_closable) = match streams {
+                            Ok(streams) => streams,
+                            Err(e) => {
+                                log::warn!("dropping a new connection: {}", e);
+                                thread::sleep(std::time::Duration::from_millis(20));
+                                continue;
+                            }
                         };
 
                         Ok(ClientConnection::new(write_closable, read_closable))
@@ -357,6 +372,12 @@ impl Server {
                 }
             }
             log::debug!("Terminating accept thread");
+            });
+            if std::panic::catch_unwind(accept_loop).is_err() {
+                panic_messages.push(
+                    IoError::new(IoErrorKind::Other, "tiny_http accept thread panicked").into(),
+                );
+            }
         });
 
         // result

@@ -29,6 +29,14 @@ impl From<Connection> for Stream {
 }
 
 impl Stream {
+    fn try_clone(&self) -> IoResult<Stream> {
+        match self {
+            Stream::Http(tcp_stream) => Ok(Stream::Http(tcp_stream.try_clone()?)),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(ssl_stream) => Ok(Stream::Https(ssl_stream.clone())),
+        }
+    }
+
     fn secure(&self) -> bool {
         match self {
             Stream::Http(_) => false,
@@ -89,13 +97,16 @@ pub struct RefinedTcpStream {
 }
 
 impl RefinedTcpStream {
-    pub(crate) fn new<S>(stream: S) -> (RefinedTcpStream, RefinedTcpStream)
+    // hookbox patch: returns the error of duplicating the socket instead of panicking. Upstream
+    // cloned with `try_clone().unwrap()`, which panics on EMFILE; the panic ended the accept
+    // thread, closed the listener, and left a live process that accepted nothing.
+    pub(crate) fn new<S>(stream: S) -> IoResult<(RefinedTcpStream, RefinedTcpStream)>
     where
         S: Into<Stream>,
     {
         let stream: Stream = stream.into();
 
-        let (read, write) = (stream.clone(), stream);
+        let (read, write) = (stream.try_clone()?, stream);
 
         let read = RefinedTcpStream {
             stream: read,
@@ -109,7 +120,7 @@ impl RefinedTcpStream {
             close_write: true,
         };
 
-        (read, write)
+        Ok((read, write))
     }
 
     /// Returns true if this struct wraps around a secure connection.

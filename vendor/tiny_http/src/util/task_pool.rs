@@ -67,20 +67,24 @@ impl TaskPool {
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
+        // hookbox patch: upstream queued the task whenever *any* thread was waiting, so a burst
+        // queued more connections than there were idle threads, and the extra connections were
+        // not read until some other connection closed (seconds, or never). Queue the task, and
+        // start a thread unless an idle one is already there for every queued task. If a thread
+        // cannot be started, the task stays queued for the next free one (upstream panicked in
+        // the accept thread).
         let mut queue = self.sharing.todo.lock().unwrap();
-
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
-            queue.push_back(code);
-            self.sharing.condvar.notify_one();
+        queue.push_back(code);
+        if queue.len() > self.sharing.waiting_tasks.load(Ordering::Acquire) {
+            self.add_thread(None);
         }
+        self.sharing.condvar.notify_one();
     }
 
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        let spawned = thread::Builder::new().spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -124,6 +128,9 @@ impl TaskPool {
                 task();
             }
         });
+        if let Err(e) = spawned {
+            log::warn!("could not start a connection thread: {}", e);
+        }
     }
 }
 
