@@ -5,6 +5,9 @@
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ToSql;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::config::Config;
@@ -66,6 +69,8 @@ pub struct Stats {
 
 pub struct Db {
     conn: Connection,
+    /// Frames in the WAL after this connection's last commit (see `track_wal`).
+    wal_frames: Arc<AtomicI32>,
 }
 
 impl Db {
@@ -103,18 +108,35 @@ impl Db {
                 Ok(haystack.is_some_and(|text| contains_folded(&text, &needle)))
             },
         )?;
-        Ok(Db { conn })
+        Ok(Db {
+            conn,
+            wal_frames: Arc::new(AtomicI32::new(0)),
+        })
     }
 
-    /// Leaves checkpoints to the checkpointer thread: commits never pay for one.
-    pub fn disable_autocheckpoint(&self) -> rusqlite::Result<()> {
-        self.conn.pragma_update(None, "wal_autocheckpoint", 0)
+    /// Replaces SQLite's automatic checkpoint, which runs inside the commit that crosses the
+    /// threshold (so its requests would wait for it), with a count of WAL frames after each
+    /// commit: the writer checkpoints when `wal_frames` says so, after answering its batch.
+    pub fn track_wal(&mut self) -> rusqlite::Result<()> {
+        let frames = Arc::clone(&self.wal_frames);
+        self.conn.wal_hook(Some(move |_: &mut _, pages| {
+            frames.store(pages, Ordering::Relaxed);
+            Ok(())
+        }))
     }
 
-    /// Copies what it can from the WAL into the database without waiting for anyone.
+    /// Frames in the WAL after the last commit on this connection (needs `track_wal`).
+    pub fn wal_frames(&self) -> i32 {
+        self.wal_frames.load(Ordering::Relaxed)
+    }
+
+    /// Copies what it can from the WAL into the database without waiting for anyone. When it
+    /// copies everything, the next commit starts the WAL over from its beginning.
     pub fn checkpoint_passive(&self) -> rusqlite::Result<()> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        self.wal_frames.store(0, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Copies everything and empties the WAL (waits for readers; used at shutdown).

@@ -7,7 +7,6 @@
 //! `start` runs the exact server that the binary runs, so tests exercise the real thing.
 //! See ARCHITECTURE.md for the life of a request and the invariants.
 
-pub mod checkpointer;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::checkpointer::Checkpointer;
 use crate::config::Config;
 use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
@@ -53,7 +52,6 @@ pub struct ServerHandle {
     dispatcher: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
-    checkpointer: Checkpointer,
     failure: Receiver<String>,
 }
 
@@ -84,12 +82,11 @@ impl ServerHandle {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
-        // The workers held the last `Writer`s: the writer drains its queue and stops.
+        // The workers held the last `Writer`s: the writer drains its queue, folds the WAL into
+        // the database file, and stops.
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
-        // Last: fold the WAL into the database file, so the file alone is complete.
-        self.checkpointer.stop();
     }
 }
 
@@ -106,8 +103,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     };
     let mut writer_db = Db::open(&config).map_err(database_error)?;
     writer_db.migrate().map_err(database_error)?;
-    writer_db.disable_autocheckpoint().map_err(database_error)?;
-    let checkpointer_db = Db::open(&config).map_err(database_error)?;
+    writer_db.track_wal().map_err(database_error)?;
     let connections = (0..config.workers)
         .map(|_| Db::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -153,7 +149,6 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         storage: writer::StorageHealth::default(),
     });
     let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
-    let checkpointer = Checkpointer::spawn(checkpointer_db);
     let workers = connections
         .into_iter()
         .enumerate()
@@ -183,7 +178,6 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         dispatcher: Some(dispatcher),
         workers,
         writer: Some(writer_thread),
-        checkpointer,
         failure,
     })
 }

@@ -154,3 +154,25 @@ fn normal_durability_is_accepted_and_still_stores_exactly_once() {
     assert_eq!(server.post_webhook(body.as_bytes()).status, 200);
     assert_eq!(server.get("/messages").json()["total"], 1);
 }
+
+#[test]
+fn the_wal_stays_bounded_under_steady_writes_and_is_emptied_at_shutdown() {
+    let server = TestServer::start_with(|config| config.workers = 8);
+    let wal = server.dir.path().join("test.db-wal");
+    // ~10 MiB of messages: far more than the WAL may hold if checkpoints keep up.
+    let results = flood(&server, "wal", 8, 2400);
+    assert!(results.iter().all(|(_, r)| r.status == 200));
+    let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        wal_bytes < 8 * 1024 * 1024,
+        "the WAL grew to {wal_bytes} bytes"
+    );
+    let dir = server.stop();
+    let wal_after = std::fs::metadata(dir.path().join("test.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal_after, 0, "shutdown leaves everything in the database file");
+    let conn = rusqlite::Connection::open(dir.path().join("test.db")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 2400);
+}
