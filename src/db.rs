@@ -4,7 +4,7 @@
 //! lock of ours around a connection. Migrations run once at startup, before workers open theirs.
 
 use rusqlite::functions::FunctionFlags;
-use rusqlite::types::ToSql;
+use rusqlite::types::{ToSql, ValueRef};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -102,10 +102,18 @@ impl Db {
             "hookbox_contains_folded",
             2,
             FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            // Borrowed values: no allocation per row of a full scan.
             |ctx| {
-                let haystack = ctx.get::<Option<String>>(0)?;
-                let needle = ctx.get::<String>(1)?;
-                Ok(haystack.is_some_and(|text| contains_folded(&text, &needle)))
+                let needle = ctx
+                    .get_raw(1)
+                    .as_str()
+                    .map_err(|error| rusqlite::Error::UserFunctionError(Box::new(error)))?;
+                Ok(match ctx.get_raw(0) {
+                    ValueRef::Text(text) => {
+                        std::str::from_utf8(text).is_ok_and(|text| contains_folded(text, needle))
+                    }
+                    _ => false,
+                })
             },
         )?;
         Ok(Db {
@@ -228,15 +236,23 @@ impl Db {
             conditions.push("hookbox_contains_folded(text, ?)");
             values.push(needle);
         }
-        let filter = if conditions.is_empty() {
-            String::new()
+        // A text search alone would otherwise walk the ts index and fetch every row by rowid to
+        // test it (380 ms for a rare word in 100k rows); a plain table scan and a sort of the few
+        // matches is ~6x faster. With `from` or `since` an index narrows the rows first.
+        let table = if conditions == ["hookbox_contains_folded(text, ?)"] {
+            "messages NOT INDEXED"
         } else {
-            format!(" WHERE {}", conditions.join(" AND "))
+            "messages"
+        };
+        let filter = if conditions.is_empty() {
+            table.to_owned()
+        } else {
+            format!("{table} WHERE {}", conditions.join(" AND "))
         };
 
         let tx = self.conn.transaction()?;
         let total: i64 = tx
-            .prepare_cached(&format!("SELECT count(*) FROM messages{filter}"))?
+            .prepare_cached(&format!("SELECT count(*) FROM {filter}"))?
             .query_row(values.as_slice(), |row| row.get(0))?;
         let limit = i64::from(query.limit);
         let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
@@ -245,7 +261,7 @@ impl Db {
         page_values.push(&offset);
         let rows = tx
             .prepare_cached(&format!(
-                "SELECT message_id, sender, recipient, ts, text FROM messages{filter}
+                "SELECT message_id, sender, recipient, ts, text FROM {filter}
                  ORDER BY ts_key, message_id LIMIT ? OFFSET ?"
             ))?
             .query_map(page_values.as_slice(), |row| {
@@ -265,20 +281,32 @@ impl Db {
     /// Aggregates over the whole store, from one read transaction.
     pub fn stats(&mut self) -> rusqlite::Result<Stats> {
         let tx = self.conn.transaction()?;
-        let (total_messages, senders_count): (i64, i64) = tx
-            .prepare_cached("SELECT count(*), count(DISTINCT sender) FROM messages")?
-            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        // One pass over the sender index gives the per-sender counts; the window functions add
+        // the number of senders and of messages to every row (half the time of separate scans).
+        let mut senders_count = 0;
+        let mut total_messages = 0;
         let messages_per_sender = tx
             .prepare_cached(
-                "SELECT sender, count(*) AS n FROM messages
-                 GROUP BY sender ORDER BY n DESC, sender ASC LIMIT 10",
+                "SELECT sender, n, count(*) OVER (), sum(n) OVER ()
+                 FROM (SELECT sender, count(*) AS n FROM messages GROUP BY sender)
+                 ORDER BY n DESC, sender ASC LIMIT 10",
             )?
             .query_map([], |row| {
-                Ok(SenderCount {
-                    from: row.get(0)?,
-                    count: row.get(1)?,
-                })
+                Ok((
+                    SenderCount {
+                        from: row.get(0)?,
+                        count: row.get(1)?,
+                    },
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
             })?
+            .map(|row| {
+                row.map(|(sender, senders, messages)| {
+                    (senders_count, total_messages) = (senders, messages);
+                    sender
+                })
+            })
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let first_message_ts = tx
             .prepare_cached("SELECT ts FROM messages ORDER BY ts_key ASC, message_id ASC LIMIT 1")?
@@ -324,10 +352,11 @@ fn contains_folded(haystack: &str, needle_folded: &str) -> bool {
     }
     if haystack.is_ascii() && needle_folded.is_ascii() {
         let needle = needle_folded.as_bytes();
-        return haystack
-            .as_bytes()
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle));
+        // Cheap first-byte test before the full comparison: this runs for every row of a scan.
+        let (lower, upper) = (needle[0], needle[0].to_ascii_uppercase());
+        return haystack.as_bytes().windows(needle.len()).any(|window| {
+            (window[0] == lower || window[0] == upper) && window.eq_ignore_ascii_case(needle)
+        });
     }
     haystack.to_lowercase().contains(needle_folded)
 }
