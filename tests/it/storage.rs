@@ -169,7 +169,10 @@ fn the_wal_stays_bounded_under_steady_writes_and_is_emptied_at_shutdown() {
     );
     let dir = server.stop();
     let wal_after = std::fs::metadata(dir.path().join("test.db-wal")).map_or(0, |m| m.len());
-    assert_eq!(wal_after, 0, "shutdown leaves everything in the database file");
+    assert_eq!(
+        wal_after, 0,
+        "shutdown leaves everything in the database file"
+    );
     let conn = rusqlite::Connection::open(dir.path().join("test.db")).unwrap();
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))
