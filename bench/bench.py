@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
@@ -88,7 +87,7 @@ class Server:
             }
         )
         env.update(extra_env or {})
-        self.log_path = os.path.join(workdir, "server.log")
+        self.log_path = os.path.join(workdir, f"server-{time.monotonic_ns()}.log")
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [BINARY], env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=workdir
@@ -116,17 +115,6 @@ class Server:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
         return 0
-
-    def get(self, path):
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:
-            return response.read().decode()
-
-    def metric(self, series):
-        for line in self.get("/metrics").splitlines():
-            name, _, value = line.rpartition(" ")
-            if name == series:
-                return float(value)
-        return 0.0
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
@@ -209,21 +197,24 @@ def run_once(workdir, name, db_template, env, spec, run):
                      {"BENCH_REQUESTS": spec.get("requests", "")})
         result["idle_rss_mib"] = server.idle_rss_kib / 1024
         result["peak_rss_mib"] = server.status_kib("VmHWM") / 1024
-        if spec["script"] == "webhook.lua":
-            created = server.metric('webhook_requests_total{result="created"}')
-            duplicate = server.metric('webhook_requests_total{result="duplicate"}')
-            acknowledged = result["requests"] - result["non2xx"]
-            rows = row_count(db_path) - rows_before
-            # wrk stops mid-flight: a few requests may be stored but not counted by wrk.
-            result["lost"] = max(0, acknowledged - rows) if "dups" not in spec["requests"] else 0
-            result["rows_added"] = rows
-            result["counter_mismatch"] = int(created != rows)
-            result["created"], result["duplicate"] = created, duplicate
     finally:
         server.stop()
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(db_path + suffix):
-                os.remove(db_path + suffix)
+    if spec["script"] == "webhook.lua":
+        # After a graceful stop every answered request has its log line, so counting them is
+        # exact (reading /metrics right after wrk would race the last answers).
+        with open(server.log_path) as f:
+            results = [json.loads(line).get("result") for line in f]
+        created, duplicate = results.count("created"), results.count("duplicate")
+        acknowledged = result["requests"] - result["non2xx"]
+        rows = row_count(db_path) - rows_before
+        # wrk stops mid-flight: a few requests may be stored but not counted by wrk.
+        result["lost"] = max(0, acknowledged - rows) if "dups" not in spec["requests"] else 0
+        result["rows_added"] = rows
+        result["counter_mismatch"] = int(created != rows)
+        result["created"], result["duplicate"] = created, duplicate
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
     return result
 
 
