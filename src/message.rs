@@ -79,19 +79,9 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
     let to = required_string(fields, "to", &mut problems);
     check_msisdn("to", to.as_deref(), &mut problems);
     let ts = required_string(fields, "ts", &mut problems);
-    let ts_key = ts.as_deref().and_then(|raw| {
-        let key = timestamp::sort_key(raw);
-        if key.is_none() {
-            problems.push(Error::invalid(
-                "datetime_format",
-                &["body", "ts"],
-                "Input should be a UTC timestamp like 2025-01-15T10:00:00Z \
-                 (YYYY-MM-DDTHH:MM:SS, optional .fraction, trailing Z)",
-                json!(raw),
-            ));
-        }
-        key
-    });
+    let ts_key = ts
+        .as_deref()
+        .and_then(|raw| instant_key(raw, &["body", "ts"], &mut problems));
     let text = match fields.get("text") {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => {
@@ -130,6 +120,22 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
         message_id: message_id_for_log,
         result,
     }
+}
+
+/// The sort key of a `ts`-format instant, or `None` with a problem reported at `loc`.
+/// Shared by the webhook body (`ts`) and the `/messages` query (`since`).
+pub fn instant_key(raw: &str, loc: &[&str], problems: &mut Vec<Value>) -> Option<String> {
+    let key = timestamp::sort_key(raw);
+    if key.is_none() {
+        problems.push(Error::invalid(
+            "datetime_format",
+            loc,
+            "Input should be a UTC timestamp like 2025-01-15T10:00:00Z \
+             (YYYY-MM-DDTHH:MM:SS, optional .fraction, trailing Z)",
+            json!(raw),
+        ));
+    }
+    key
 }
 
 fn required_string(

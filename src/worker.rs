@@ -79,6 +79,16 @@ fn guarded(work: impl FnOnce()) {
 fn complete(shared: &Shared, completion: Completion) {
     let Completion { ticket, stored } = completion;
     let (result, response) = webhook::answer(stored);
+    answer_ticket(shared, ticket, result, response);
+}
+
+/// Answers a webhook request that reached the writer's queue (or tried to).
+fn answer_ticket(
+    shared: &Shared,
+    ticket: Ticket,
+    result: WebhookResult,
+    response: Result<Response, Error>,
+) {
     let note = WebhookNote {
         message_id: Some(ticket.message.message_id),
         result,
@@ -165,26 +175,8 @@ fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
 /// Answers 503 for a valid message the writer has no room for: the sender retries later.
 fn shed_write(shared: &Shared, ticket: Ticket) {
     shared.metrics.observe_shed(Queue::Writes);
-    let note = WebhookNote {
-        message_id: Some(ticket.message.message_id),
-        result: WebhookResult::Unavailable,
-    };
-    let outcome = Outcome {
-        route: "/webhook",
-        method: &ticket.method,
-        path: &ticket.path,
-        request_id: &ticket.request_id,
-        received: ticket.received,
-        webhook: Some(&note),
-    };
-    finish(
-        shared,
-        ticket.request,
-        outcome,
-        Err(Error::Unavailable(
-            "too many messages waiting to be stored, retry later",
-        )),
-    );
+    let busy = Error::Unavailable("too many messages waiting to be stored, retry later");
+    answer_ticket(shared, ticket, WebhookResult::Unavailable, Err(busy));
 }
 
 /// Who a response is for, and what to record about it.

@@ -7,7 +7,7 @@ use super::{Context, Reply};
 use crate::db::{self, ListQuery, StoredMessage};
 use crate::error::Error;
 use crate::http::{Request, Response};
-use crate::timestamp;
+use crate::message;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
@@ -40,19 +40,8 @@ fn parse_query(request: &Request) -> Result<ListQuery, Error> {
     let offset = integer(request, "offset", 0, i64::MAX, &mut problems).map_or(0, |n| n as u64);
     let from = collect(request.query_param("from"), &mut problems).flatten();
     let since = collect(request.query_param("since"), &mut problems).flatten();
-    let since_key = since.and_then(|since| {
-        let key = timestamp::sort_key(&since);
-        if key.is_none() {
-            problems.push(Error::invalid(
-                "datetime_format",
-                &["query", "since"],
-                "Input should be a UTC timestamp like 2025-01-15T10:00:00Z \
-                 (YYYY-MM-DDTHH:MM:SS, optional .fraction, trailing Z)",
-                json!(since),
-            ));
-        }
-        key
-    });
+    let since_key =
+        since.and_then(|since| message::instant_key(&since, &["query", "since"], &mut problems));
     let text_folded = collect(request.query_param("q"), &mut problems)
         .flatten()
         .map(|q| db::fold_case(&q));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::support::{Resp, SECRET, TempDir, message, parse_response, sign};
+use super::support::{Resp, SECRET, TempDir, message, parse_response, request_bytes, sign};
 
 /// Upper bound for anything a test waits on; generous for slow CI machines.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -290,16 +290,7 @@ fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    raw.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = raw.into_bytes();
-    bytes.extend_from_slice(body);
+    let bytes = request_bytes(addr, method, target, headers, body);
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.write_all(&bytes).unwrap();

@@ -9,51 +9,9 @@ use hookbox::message::{self, MAX_TEXT_CHARS};
 use hookbox::signature::{sign_hex, verify};
 use hookbox::timestamp::sort_key;
 
+use crate::support::Rng;
+
 const CASES: usize = 4000;
-
-/// xorshift64*: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn range(&mut self, low: u32, high_inclusive: u32) -> u32 {
-        low + self.below((high_inclusive - low + 1) as usize) as u32
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn bytes(&mut self, max_len: usize) -> Vec<u8> {
-        let len = self.below(max_len + 1);
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    /// A string from `alphabet` (chars, so multi-byte ones stay whole).
-    fn string_from(&mut self, alphabet: &[char], max_len: usize) -> String {
-        let len = self.below(max_len + 1);
-        (0..len).map(|_| *self.pick(alphabet)).collect()
-    }
-}
 
 // ---- timestamps --------------------------------------------------------------------------------
 

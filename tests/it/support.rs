@@ -104,17 +104,7 @@ impl TestServer {
     }
 
     pub fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\n", self.addr);
-        for (name, value) in headers {
-            raw.push_str(&format!("{name}: {value}\r\n"));
-        }
-        raw.push_str(&format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        ));
-        let mut bytes = raw.into_bytes();
-        bytes.extend_from_slice(body);
-        self.raw(&bytes)
+        self.raw(&request_bytes(self.addr, method, target, headers, body))
     }
 
     /// Sends `bytes` as they are and parses the one response.
@@ -145,6 +135,27 @@ impl Drop for TestServer {
             handle.shutdown();
         }
     }
+}
+
+/// One HTTP/1.1 request with `Content-Length` and `Connection: close`, as bytes.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
@@ -269,5 +280,57 @@ pub fn read_response_by_length(stream: &mut TcpStream) -> Resp {
             String::from_utf8_lossy(&raw)
         );
         raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*): inputs and orders differ per seed, not per run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn range(&mut self, low: u32, high_inclusive: u32) -> u32 {
+        low + self.below((high_inclusive - low + 1) as usize) as u32
+    }
+
+    pub fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    pub fn bytes(&mut self, max_len: usize) -> Vec<u8> {
+        let len = self.below(max_len + 1);
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// Fisher–Yates, in place.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+
+    /// A string from `alphabet` (chars, so multi-byte ones stay whole).
+    pub fn string_from(&mut self, alphabet: &[char], max_len: usize) -> String {
+        let len = self.below(max_len + 1);
+        (0..len).map(|_| *self.pick(alphabet)).collect()
     }
 }
