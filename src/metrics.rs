@@ -69,7 +69,7 @@ pub struct Metrics {
     /// Requests answered 503 without processing, by the queue that was full.
     shed: IntCounterVec,
     commit_batch_size: Histogram,
-    commit_duration_ms: Histogram,
+    commit_duration: Histogram,
 }
 
 /// Which bounded queue was full when a request was shed.
@@ -136,12 +136,12 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
-        let commit_duration_ms = Histogram::with_opts(
+        let commit_duration = Histogram::with_opts(
             HistogramOpts::new(
-                "hookbox_commit_duration_ms",
-                "Time to insert and commit one batch, in milliseconds.",
+                "hookbox_commit_duration_seconds",
+                "Time to insert and commit one batch, in seconds.",
             )
-            .buckets(LATENCY_BUCKETS_MS.to_vec()),
+            .buckets(LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1000.0).collect()),
         )
         .expect("valid metric");
 
@@ -153,7 +153,7 @@ impl Metrics {
             Box::new(write_queue_depth.clone()),
             Box::new(shed.clone()),
             Box::new(commit_batch_size.clone()),
-            Box::new(commit_duration_ms.clone()),
+            Box::new(commit_duration.clone()),
         ] {
             registry
                 .register(collector)
@@ -176,7 +176,7 @@ impl Metrics {
             write_queue_depth,
             shed,
             commit_batch_size,
-            commit_duration_ms,
+            commit_duration,
         }
     }
 
@@ -190,8 +190,7 @@ impl Metrics {
 
     pub fn observe_commit(&self, batch_size: usize, duration: Duration) {
         self.commit_batch_size.observe(batch_size as f64);
-        self.commit_duration_ms
-            .observe(duration.as_secs_f64() * 1000.0);
+        self.commit_duration.observe(duration.as_secs_f64());
     }
 
     /// Counts one answered request.
