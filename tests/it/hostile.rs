@@ -781,3 +781,70 @@ fn unparsable_content_length_is_400_and_the_body_is_not_a_request() {
         "the body was served as a request: {text}"
     );
 }
+
+/// Everything the server sends on one connection until it closes it (bounded by `within`).
+fn all_responses(server: &TestServer, bytes: &[u8], within: Duration) -> String {
+    let mut stream = server.connect();
+    stream.set_write_timeout(Some(BOUND)).unwrap();
+    let _ = stream.write_all(bytes);
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let started = Instant::now();
+    while started.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// A refused body is never parsed as the next request on its connection, whether the server
+/// drains it (small), gives up on it (over the 1 MiB drain bound) or stops mid-chunk.
+#[test]
+fn a_request_hidden_in_a_refused_body_is_never_served() {
+    let server = TestServer::start_with(|config| {
+        config.max_body_bytes = 1024;
+        config.read_timeout = Duration::from_secs(1);
+    });
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let padded = |len: usize| {
+        let mut body = smuggled.to_vec();
+        body.resize(len, b' ');
+        body
+    };
+    for length in [4096, 2 * 1024 * 1024] {
+        let mut bytes =
+            format!("POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n")
+                .into_bytes();
+        bytes.extend_from_slice(&padded(length));
+        let answered = all_responses(&server, &bytes, Duration::from_secs(5));
+        assert!(answered.starts_with("HTTP/1.1 413"), "{length}: {answered}");
+        assert_eq!(
+            answered.matches("HTTP/1.1 ").count(),
+            1,
+            "{length}: {answered}"
+        );
+    }
+    let mut chunked =
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked.extend_from_slice(format!("{:x}\r\n", 2048).as_bytes());
+    chunked.extend_from_slice(&padded(2048));
+    chunked.extend_from_slice(b"\r\n");
+    chunked.extend_from_slice(format!("{:x}\r\n", smuggled.len()).as_bytes());
+    chunked.extend_from_slice(smuggled);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let answered = all_responses(&server, &chunked, Duration::from_secs(5));
+    assert!(answered.starts_with("HTTP/1.1 413"), "chunked: {answered}");
+    assert_eq!(
+        answered.matches("HTTP/1.1 ").count(),
+        1,
+        "chunked: {answered}"
+    );
+    assert_eq!(
+        server.metric(r#"http_requests_total{path="unmatched",status="404"}"#),
+        None
+    );
+    assert_survived(&server, 0);
+}

@@ -39,6 +39,10 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // hookbox patch: set when a request's body was dropped unfinished; the connection then
+    // closes instead of parsing the rest of that body as requests (see util::UnreadBody).
+    unread_body: crate::util::UnreadBody,
 }
 
 /// Error that can happen when reading a request.
@@ -70,6 +74,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            unread_body: Default::default(),
         }
     }
 
@@ -117,6 +122,14 @@ impl ClientConnection {
             // reading the request line
             let (method, path, version) = {
                 let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                // hookbox patch: this line was read after the previous request let go of the
+                // socket; if it left its body unfinished, what follows is not a request.
+                if self.unread_body.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "previous request body left unread",
+                    )));
+                }
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -182,6 +195,7 @@ impl ClientConnection {
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            self.unread_body.clone(),
         )
         .map_err(|e| {
             use crate::request;

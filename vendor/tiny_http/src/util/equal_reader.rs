@@ -15,6 +15,8 @@ where
     reader: R,
     size: usize,
     last_read_signal: Sender<IoResult<()>>,
+    // hookbox patch: set when the drop below gives up on draining (see UnreadBody).
+    unread_body: Option<crate::util::UnreadBody>,
 }
 
 impl<R> EqualReader<R>
@@ -28,9 +30,27 @@ where
             reader,
             size,
             last_read_signal: tx,
+            unread_body: None,
         };
 
         (r, rx)
+    }
+}
+
+impl<R> EqualReader<R>
+where
+    R: Read,
+{
+    // hookbox patch: the connection's flag, set if this body is abandoned undrained.
+    pub fn mark_unread_in(mut self, flag: crate::util::UnreadBody) -> Self {
+        self.unread_body = Some(flag);
+        self
+    }
+
+    fn abandon(&self) {
+        if let Some(flag) = &self.unread_body {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -66,13 +86,14 @@ where
     fn drop(&mut self) {
         // hookbox patch: the upstream code allocated `vec![0; remaining]`, so a request whose
         // Content-Length claims terabytes aborted the process on drop. Drain with a fixed buffer,
-        // and at most MAX_DRAIN bytes: past that the connection is not worth saving, and the
-        // next read on it fails to parse and closes it.
+        // and at most MAX_DRAIN bytes: past that the connection is not worth saving; it is
+        // marked (UnreadBody) and closed instead of reading the rest as the next request.
         // The drain is also bounded in time: a client trickling its body must not hold the
         // thread that dropped this reader for longer than MAX_DRAIN_TIME.
         const MAX_DRAIN: usize = 1024 * 1024;
         const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
         if self.size > MAX_DRAIN {
+            self.abandon();
             return;
         }
         let started = std::time::Instant::now();
@@ -84,6 +105,7 @@ where
             match self.reader.read(&mut buf[..chunk]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
+                    self.abandon();
                     break;
                 }
                 Ok(0) => {
@@ -94,6 +116,9 @@ where
                     remaining_to_read -= other;
                 }
             }
+        }
+        if remaining_to_read > 0 {
+            self.abandon();
         }
     }
 }
