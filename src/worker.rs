@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, select_biased};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::Error;
-use crate::handlers::{Context, Reply, WebhookNote, webhook};
+use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
 use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Metrics, Queue, WebhookResult};
@@ -122,16 +122,7 @@ fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
         db,
         webhook: None,
     };
-    let result = handler.and_then(|handler| {
-        panic::catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &owned))).unwrap_or_else(
-            |payload| {
-                Err(Error::Internal(format!(
-                    "handler panicked: {}",
-                    panic_message(payload.as_ref())
-                )))
-            },
-        )
-    });
+    let result = handler.and_then(|handler| call(handler, &mut ctx, &owned));
     let result = match result {
         Ok(Reply::Store(message)) => {
             let ticket = Ticket {
@@ -229,10 +220,57 @@ pub fn finish(
     });
 }
 
+/// Runs a handler; a panic becomes `Error::Internal` (a logged 500) instead of unwinding further.
+fn call(handler: Handler, ctx: &mut Context<'_>, request: &http::Request) -> Result<Reply, Error> {
+    panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, request))).unwrap_or_else(|payload| {
+        Err(Error::Internal(format!(
+            "handler panicked: {}",
+            panic_message(payload.as_ref())
+        )))
+    })
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panicking(_: &mut Context<'_>, _: &http::Request) -> Result<Reply, Error> {
+        panic!("boom at {}", 42)
+    }
+
+    #[test]
+    fn a_panicking_handler_becomes_a_500_whose_cause_is_kept_for_the_log() {
+        let dir = std::env::temp_dir().join(format!("hookbox-worker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config::for_database(dir.join("t.db"), Some("secret"));
+        let mut db = Db::open(&config).unwrap();
+        db.migrate().unwrap();
+        let (metrics, storage) = (Metrics::new(), StorageHealth::default());
+        let mut ctx = Context {
+            config: &config,
+            metrics: &metrics,
+            storage: &storage,
+            db: &mut db,
+            webhook: None,
+        };
+        let request = http::Request::new("GET", "/", b"");
+        let error = call(panicking, &mut ctx, &request).unwrap_err();
+        assert_eq!(error.status(), 500);
+        assert!(error.to_string().contains("boom at 42"), "{error}");
+        let response = error.into_response();
+        assert_eq!(response.body, br#"{"detail":"internal server error"}"#);
+        // The same context serves the next call: nothing was left poisoned.
+        assert!(call(crate::handlers::health::live, &mut ctx, &request).is_ok());
+        drop(ctx);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
