@@ -328,13 +328,10 @@ impl Db {
         })
     }
 
-    /// Proves the database answers a query and carries the schema this build expects.
+    /// Proves the database answers a query (reading the schema version opens a read transaction
+    /// on the file) and carries the schema this build expects.
     pub fn check_ready(&mut self) -> Result<(), String> {
-        match self
-            .conn
-            .query_row("SELECT count(*) FROM pragma_user_version", [], |_| Ok(()))
-            .and_then(|()| self.schema_version())
-        {
+        match self.schema_version() {
             Ok(SCHEMA_VERSION) => Ok(()),
             Ok(other) => Err(format!(
                 "schema version is {other}, this build expects {SCHEMA_VERSION}"
