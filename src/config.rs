@@ -43,6 +43,14 @@ pub struct Config {
     pub max_db_mib: u64,
     /// After SIGTERM, in-flight work gets this long before the process exits anyway (code 1).
     pub shutdown_grace: Duration,
+    /// The whole request head (request line and headers) must arrive within this.
+    pub header_timeout: Duration,
+    /// The whole answer must be taken by the client within this, or the connection is closed.
+    pub write_timeout: Duration,
+    /// Open connections at most; beyond this new ones are refused at once with a 503.
+    pub max_connections: usize,
+    /// Budget of one read query (`/messages`, `/stats`); past it the read answers 503.
+    pub query_timeout: Duration,
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -100,6 +108,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///hookbox.db";
+
+/// Each open connection costs one thread (a 64 KiB stack, of which a few KiB are touched), one
+/// descriptor and its buffers: about 16 KiB of RSS when idle. 2048 of them stay well inside a
+/// 256 MiB box together with the database cache, and inside a common `ulimit -n` of 4096.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 
 impl Config {
     /// Reads the process environment.
@@ -168,6 +181,30 @@ impl Config {
                 "HOOKBOX_SHUTDOWN_GRACE_SECS",
                 15,
                 1..=3600,
+            )?),
+            header_timeout: Duration::from_secs(number(
+                &get,
+                "HOOKBOX_HEADER_TIMEOUT_SECS",
+                10,
+                1..=3600,
+            )?),
+            write_timeout: Duration::from_secs(number(
+                &get,
+                "HOOKBOX_WRITE_TIMEOUT_SECS",
+                10,
+                1..=3600,
+            )?),
+            max_connections: number(
+                &get,
+                "HOOKBOX_MAX_CONNECTIONS",
+                DEFAULT_MAX_CONNECTIONS,
+                1..=1_000_000,
+            )?,
+            query_timeout: Duration::from_millis(number(
+                &get,
+                "HOOKBOX_QUERY_TIMEOUT_MS",
+                2000,
+                1..=3_600_000,
             )?),
         })
     }
@@ -339,6 +376,10 @@ mod tests {
             ("HOOKBOX_MAX_BATCH", "100000"),
             ("HOOKBOX_MAX_DB_MIB", "-5"),
             ("HOOKBOX_SHUTDOWN_GRACE_SECS", "0"),
+            ("HOOKBOX_HEADER_TIMEOUT_SECS", "0"),
+            ("HOOKBOX_WRITE_TIMEOUT_SECS", "x"),
+            ("HOOKBOX_MAX_CONNECTIONS", "0"),
+            ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
