@@ -121,6 +121,7 @@ mod common;
 mod connection;
 mod request;
 mod response;
+pub mod serve;
 mod ssl;
 mod test;
 mod util;
