@@ -171,6 +171,9 @@ pub type Handler = Arc<dyn Fn(Incoming) -> Outgoing + Send + Sync>;
 const WAITING: u8 = 0;
 const BUSY: u8 = 1;
 
+/// An open connection's socket and where it is (`WAITING` or `BUSY`).
+type OpenConnection = (Arc<TcpStream>, Arc<AtomicU8>);
+
 struct Shared {
     limits: Limits,
     handler: Handler,
@@ -178,7 +181,7 @@ struct Shared {
     stopping: AtomicBool,
     next_id: AtomicU64,
     /// Every open connection's socket (shared with its thread: one descriptor) and state.
-    open: Mutex<HashMap<u64, (Arc<TcpStream>, Arc<AtomicU8>)>>,
+    open: Mutex<HashMap<u64, OpenConnection>>,
     /// Signalled whenever a connection ends.
     ended: Condvar,
 }
@@ -214,7 +217,9 @@ pub fn serve(
             .spawn(move || {
                 let accepting = std::panic::AssertUnwindSafe(|| accept_loop(&listener, &shared));
                 if std::panic::catch_unwind(accepting).is_err() {
-                    shared.observer.stopped_accepting("the accept loop panicked");
+                    shared
+                        .observer
+                        .stopped_accepting("the accept loop panicked");
                 }
             })?
     };
@@ -534,7 +539,9 @@ impl<'a> Connection<'a> {
             }
             match self.read_more(deadline, 1024) {
                 Ok(()) => {}
-                Err(ReadFail::TimedOut) => return Err(HeadFail::Closed(CloseReason::HeaderTimeout)),
+                Err(ReadFail::TimedOut) => {
+                    return Err(HeadFail::Closed(CloseReason::HeaderTimeout))
+                }
                 Err(ReadFail::Eof) => return Err(HeadFail::Closed(CloseReason::Client)),
                 Err(_) if self.stopping() => return Err(HeadFail::Closed(CloseReason::Shutdown)),
                 Err(_) => return Err(HeadFail::Closed(CloseReason::Error)),
@@ -638,8 +645,15 @@ impl<'a> Connection<'a> {
             if body.len() as u64 + size > max as u64 {
                 return Err(ChunkFail::Read(ReadFail::TooLarge));
             }
-            body.extend(self.take_exact(size as usize, deadline).map_err(ChunkFail::Read)?);
-            if !self.take_line(2, deadline).map_err(ChunkFail::Read)?.is_empty() {
+            body.extend(
+                self.take_exact(size as usize, deadline)
+                    .map_err(ChunkFail::Read)?,
+            );
+            if !self
+                .take_line(2, deadline)
+                .map_err(ChunkFail::Read)?
+                .is_empty()
+            {
                 return Err(ChunkFail::Malformed);
             }
         }
@@ -817,11 +831,19 @@ fn parse_head(raw: &[u8], max_headers: usize) -> Result<Head, HeadFail> {
         _ => !has("close") && !has("upgrade"),
     };
     let expect: Vec<&str> = all("expect").collect();
-    let expect_continue = expect.iter().any(|v| v.eq_ignore_ascii_case("100-continue"));
-    if expect.iter().any(|v| !v.eq_ignore_ascii_case("100-continue")) {
+    let expect_continue = expect
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expect
+        .iter()
+        .any(|v| !v.eq_ignore_ascii_case("100-continue"))
+    {
         return Err(HeadFail::Answer(417));
     }
-    let framing = framing(all("content-length").collect(), all("transfer-encoding").collect());
+    let framing = framing(
+        all("content-length").collect(),
+        all("transfer-encoding").collect(),
+    );
     Ok(Head {
         method: method.to_owned(),
         url: url.to_owned(),
@@ -925,12 +947,22 @@ mod tests {
     fn content_length_is_digits_only_and_must_agree() {
         for bad in ["+5", "-1", "0x10", "5 5", "", "1e3"] {
             assert!(
-                matches!(framing(vec![bad], vec![]), Framing::Invalid(Body::Malformed(_))),
-                "{bad:?}"
+                matches!(
+                    framing(vec![bad], vec![]),
+                    Framing::Invalid(Body::Malformed(_))
+                ),
+                "{:?}",
+                bad
             );
         }
-        assert!(matches!(framing(vec!["5", "5"], vec![]), Framing::Length(5)));
-        assert!(matches!(framing(vec!["5", "6"], vec![]), Framing::Invalid(_)));
+        assert!(matches!(
+            framing(vec!["5", "5"], vec![]),
+            Framing::Length(5)
+        ));
+        assert!(matches!(
+            framing(vec!["5", "6"], vec![]),
+            Framing::Invalid(_)
+        ));
         assert!(matches!(
             framing(vec!["99999999999999999999999"], vec![]),
             Framing::Invalid(Body::TooLarge)
@@ -941,7 +973,11 @@ mod tests {
     fn only_chunked_transfer_encoding_is_understood() {
         assert!(matches!(framing(vec![], vec!["chunked"]), Framing::Chunked));
         assert!(matches!(framing(vec![], vec!["Chunked"]), Framing::Chunked));
-        for bad in [vec!["gzip"], vec!["gzip, chunked"], vec!["chunked", "chunked"]] {
+        for bad in [
+            vec!["gzip"],
+            vec!["gzip, chunked"],
+            vec!["chunked", "chunked"],
+        ] {
             assert!(matches!(
                 framing(vec![], bad),
                 Framing::Invalid(Body::UnsupportedEncoding)
@@ -956,16 +992,30 @@ mod tests {
     #[test]
     fn heads_parse_and_bad_ones_get_their_status() {
         let parsed = head("GET /a?b=c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        assert_eq!((parsed.method.as_str(), parsed.url.as_str()), ("GET", "/a?b=c"));
+        assert_eq!(
+            (parsed.method.as_str(), parsed.url.as_str()),
+            ("GET", "/a?b=c")
+        );
         assert!(!parsed.keep_alive);
-        assert!(head("GET / HTTP/1.0\r\n\r\n").map(|h| !h.keep_alive).unwrap());
+        assert!(head("GET / HTTP/1.0\r\n\r\n")
+            .map(|h| !h.keep_alive)
+            .unwrap());
         assert_eq!(head("GET / HTTP/2.0\r\n\r\n").err(), Some(505));
         assert_eq!(head("GET /\r\n\r\n").err(), Some(400));
         assert_eq!(head("GET / HTTP/1.1\r\n folded\r\n\r\n").err(), Some(400));
-        assert_eq!(head("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n").err(), Some(400));
-        assert_eq!(head("GET / HTTP/1.1\r\nExpect: magic\r\n\r\n").err(), Some(417));
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n").err(),
+            Some(400)
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nExpect: magic\r\n\r\n").err(),
+            Some(417)
+        );
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(), Some(431));
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+            Some(431)
+        );
     }
 
     #[test]
