@@ -642,7 +642,8 @@ impl<'a> Connection<'a> {
                 }
                 return Err(ChunkFail::Malformed);
             }
-            if body.len() as u64 + size > max as u64 {
+            // Saturating: a size near 2^64 must not wrap the total back under `max`.
+            if (body.len() as u64).saturating_add(size) > max as u64 {
                 return Err(ChunkFail::Read(ReadFail::TooLarge));
             }
             body.extend(
