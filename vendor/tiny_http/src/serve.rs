@@ -832,9 +832,12 @@ fn parse_head(raw: &[u8], max_headers: usize) -> Result<Head, HeadFail> {
         _ => !has("close") && !has("upgrade"),
     };
     let expect: Vec<&str> = all("expect").collect();
-    let expect_continue = expect
-        .iter()
-        .any(|v| v.eq_ignore_ascii_case("100-continue"));
+    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored (such a
+    // client would take the `100 Continue` for the final answer).
+    let expect_continue = version == (1, 1)
+        && expect
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("100-continue"));
     if expect
         .iter()
         .any(|v| !v.eq_ignore_ascii_case("100-continue"))
