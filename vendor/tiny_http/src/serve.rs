@@ -432,6 +432,8 @@ impl<'a> Connection<'a> {
                 let deadline = Instant::now() + self.limits().idle_timeout;
                 match self.read_more(deadline, 1024) {
                     Ok(()) => {}
+                    // `stop` shuts a waiting connection's socket: its read ends as if at EOF.
+                    Err(ReadFail::Eof) if self.stopping() => return CloseReason::Shutdown,
                     Err(ReadFail::Eof) => return CloseReason::Client,
                     Err(ReadFail::TimedOut) => return CloseReason::Idle,
                     Err(_) if self.stopping() => return CloseReason::Shutdown,
@@ -541,6 +543,9 @@ impl<'a> Connection<'a> {
                 Ok(()) => {}
                 Err(ReadFail::TimedOut) => {
                     return Err(HeadFail::Closed(CloseReason::HeaderTimeout))
+                }
+                Err(ReadFail::Eof) if self.stopping() => {
+                    return Err(HeadFail::Closed(CloseReason::Shutdown))
                 }
                 Err(ReadFail::Eof) => return Err(HeadFail::Closed(CloseReason::Client)),
                 Err(_) if self.stopping() => return Err(HeadFail::Closed(CloseReason::Shutdown)),
