@@ -111,7 +111,7 @@ fn in_child(name: &str) -> bool {
     let _ = std::fs::remove_file(&log);
     let ran = text.contains("test result: ok. 1 passed");
     assert!(
-        status.map_or(false, |s| s.success()) && ran,
+        status.is_some_and(|s| s.success()) && ran,
         "child test {} failed ({:?}):\n{}",
         name,
         status,
