@@ -609,3 +609,74 @@ fn cut_all_cuts_a_busy_connection() {
     );
     assert!(h.serving.wait_closed(TIMEOUT));
 }
+
+/// A body whose end is ambiguous is never parsed on: whatever hides in it is not served.
+#[test]
+fn ambiguous_framing_is_malformed_and_nothing_is_smuggled() {
+    let h = start(limits());
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (framing, expected) in [
+        ("Content-Length: 5x\r\n".to_owned(), "malformed"),
+        (
+            format!(
+                "Content-Length: 0\r\nContent-Length: {}\r\n",
+                smuggled.len()
+            ),
+            "malformed",
+        ),
+        (
+            format!(
+                "Transfer-Encoding: chunked\r\nContent-Length: {}\r\n",
+                smuggled.len() + 5
+            ),
+            "malformed",
+        ),
+        (
+            "Transfer-Encoding: gzip, chunked\r\n".to_owned(),
+            "unsupported",
+        ),
+    ] {
+        let request = format!(
+            "POST /outer HTTP/1.1\r\n{}\r\n0\r\n\r\n{}",
+            framing, smuggled
+        );
+        let client = send(h.addr, request.as_bytes());
+        let mut reader = buffered(&client);
+        let answer = read_answer(&mut reader).unwrap();
+        assert_eq!(
+            answer.body_text(),
+            format!("POST /outer {}", expected),
+            "{:?}",
+            framing
+        );
+        assert_eq!(answer.header("connection"), Some("close"));
+        let (rest, ending) = read_to_end(&mut reader);
+        assert!(
+            ended(&ending) && rest.is_empty(),
+            "{:?}: {:?}",
+            framing,
+            rest
+        );
+        assert_eq!(h.next_seen().url, "/outer");
+    }
+    assert!(h.seen.try_recv().is_err(), "a smuggled request was served");
+}
+
+#[test]
+fn idle_connection_is_closed_after_idle_timeout() {
+    let h = start(Limits {
+        idle_timeout: Duration::from_millis(500),
+        ..limits()
+    });
+    let client = send(h.addr, b"GET /once HTTP/1.1\r\n\r\n");
+    let mut reader = buffered(&client);
+    assert_eq!(read_answer(&mut reader).unwrap().status, 200);
+    let started = Instant::now();
+    assert_eq!(read_to_end(&mut reader).1, Ending::Closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.next_close(), CloseReason::Idle);
+}
