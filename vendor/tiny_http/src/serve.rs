@@ -432,6 +432,8 @@ impl<'a> Connection<'a> {
                 let deadline = Instant::now() + self.limits().idle_timeout;
                 match self.read_more(deadline, 1024) {
                     Ok(()) => {}
+                    // `stop` shuts a waiting connection's socket: its read ends as if at EOF.
+                    Err(ReadFail::Eof) if self.stopping() => return CloseReason::Shutdown,
                     Err(ReadFail::Eof) => return CloseReason::Client,
                     Err(ReadFail::TimedOut) => return CloseReason::Idle,
                     Err(_) if self.stopping() => return CloseReason::Shutdown,
@@ -542,6 +544,9 @@ impl<'a> Connection<'a> {
                 Err(ReadFail::TimedOut) => {
                     return Err(HeadFail::Closed(CloseReason::HeaderTimeout))
                 }
+                Err(ReadFail::Eof) if self.stopping() => {
+                    return Err(HeadFail::Closed(CloseReason::Shutdown))
+                }
                 Err(ReadFail::Eof) => return Err(HeadFail::Closed(CloseReason::Client)),
                 Err(_) if self.stopping() => return Err(HeadFail::Closed(CloseReason::Shutdown)),
                 Err(_) => return Err(HeadFail::Closed(CloseReason::Error)),
@@ -642,7 +647,8 @@ impl<'a> Connection<'a> {
                 }
                 return Err(ChunkFail::Malformed);
             }
-            if body.len() as u64 + size > max as u64 {
+            // Saturating: a size near 2^64 must not wrap the total back under `max`.
+            if (body.len() as u64).saturating_add(size) > max as u64 {
                 return Err(ChunkFail::Read(ReadFail::TooLarge));
             }
             body.extend(
@@ -831,9 +837,12 @@ fn parse_head(raw: &[u8], max_headers: usize) -> Result<Head, HeadFail> {
         _ => !has("close") && !has("upgrade"),
     };
     let expect: Vec<&str> = all("expect").collect();
-    let expect_continue = expect
-        .iter()
-        .any(|v| v.eq_ignore_ascii_case("100-continue"));
+    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored (such a
+    // client would take the `100 Continue` for the final answer).
+    let expect_continue = version == (1, 1)
+        && expect
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("100-continue"));
     if expect
         .iter()
         .any(|v| !v.eq_ignore_ascii_case("100-continue"))
