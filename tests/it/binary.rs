@@ -1049,10 +1049,10 @@ fn log_level_debug_writes_debug_lines() {
     );
 }
 
-/// Reads one response by `Content-Length` from `stream` within `within`, or `None`.
-fn response_within(stream: &mut TcpStream, within: Duration) -> Option<Resp> {
+/// Reads one response by `Content-Length` from `stream` within `within`, or `None` (closed or
+/// timed out). Bytes after it stay in `raw` for the next call (pipelined answers).
+fn response_within(stream: &mut TcpStream, raw: &mut Vec<u8>, within: Duration) -> Option<Resp> {
     let started = Instant::now();
-    let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -1060,12 +1060,14 @@ fn response_within(stream: &mut TcpStream, within: Duration) -> Option<Resp> {
             let length: usize = head
                 .header("content-length")
                 .map_or(0, |value| value.parse().unwrap());
-            if head.status >= 200 && raw.len() >= split + 4 + length {
-                return Some(parse_response(&raw[..split + 4 + length]));
-            }
             if head.status < 200 {
                 raw.drain(..split + 4);
                 continue;
+            }
+            if raw.len() >= split + 4 + length {
+                let resp = parse_response(&raw[..split + 4 + length]);
+                raw.drain(..split + 4 + length);
+                return Some(resp);
             }
         }
         let left = within.saturating_sub(started.elapsed());
@@ -1101,7 +1103,8 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
     let mut idle = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
     idle.set_write_timeout(Some(TIMEOUT)).unwrap();
     idle.write_all(&keep_alive("/health/live")).unwrap();
-    let first = response_within(&mut idle, Duration::from_secs(5)).expect("idle: first answer");
+    let first = response_within(&mut idle, &mut Vec::new(), Duration::from_secs(5))
+        .expect("idle: first answer");
     assert_eq!(first.status, 200);
 
     let mut busy = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
@@ -1114,7 +1117,8 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
     );
     busy.write_all(head.as_bytes()).unwrap();
     busy.write_all(acked.as_bytes()).unwrap();
-    let answered = response_within(&mut busy, Duration::from_secs(5)).expect("first webhook");
+    let answered =
+        response_within(&mut busy, &mut Vec::new(), Duration::from_secs(5)).expect("first webhook");
     assert_eq!(answered.status, 200, "{}", answered.text());
 
     // The same keep-alive connection: a second webhook, its body half sent when the signal comes.
@@ -1137,7 +1141,7 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
             .is_some_and(|msg| msg.contains("shutting down"))
     });
     busy.write_all(second_half).unwrap();
-    let in_flight = response_within(&mut busy, Duration::from_secs(5))
+    let in_flight = response_within(&mut busy, &mut Vec::new(), Duration::from_secs(5))
         .expect("the in-flight request was not answered");
     assert_eq!(in_flight.status, 200, "{}", in_flight.text());
     assert!(
@@ -1167,4 +1171,63 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
     assert_eq!(run.code, Some(0), "{}", run.describe());
     drop((idle, busy));
     assert_eq!(stored_rows(&dir.path().join("test.db")), 2);
+}
+
+/// Issue 7's packet (a signed webhook and eight GETs in one write) followed by SIGTERM: every
+/// answer arrives, and the process exits 0 within the grace period (today it hung, then exit 1).
+#[test]
+fn sigterm_after_the_pipelined_packet_exits_0_within_the_grace_period() {
+    let grace = Duration::from_secs(3);
+    let dir = TempDir::new();
+    let (mut proc, addr) = Launch::new(dir.path())
+        .env("HOOKBOX_SHUTDOWN_GRACE_SECS", "3")
+        .start();
+    let body = message("packet-1", FROM, TS, None);
+    let mut packet = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nX-Signature: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        sign(body.as_bytes()),
+        body.len()
+    );
+    for _ in 0..8 {
+        packet.push_str(&format!(
+            "GET /health/live HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        ));
+    }
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(packet.as_bytes()).unwrap();
+    let mut answered = 0;
+    let mut raw = Vec::new();
+    while answered < 9 {
+        match response_within(&mut stream, &mut raw, Duration::from_secs(3)) {
+            Some(resp) => {
+                assert_eq!(resp.status, 200, "answer {answered}: {}", resp.text());
+                answered += 1;
+            }
+            None => break,
+        }
+    }
+    let signalled = Instant::now();
+    proc.signal("TERM");
+    let deadline = signalled + grace + Duration::from_secs(1);
+    let exited = loop {
+        if proc.child.try_wait().expect("try_wait").is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stream);
+    let run = proc.finish();
+    assert_eq!(
+        answered,
+        9,
+        "answers to the pipelined packet: {}",
+        run.describe()
+    );
+    assert!(exited, "still running {grace:?} + 1 s after SIGTERM");
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert_eq!(stored_rows(&dir.path().join("test.db")), 1);
 }

@@ -240,6 +240,22 @@ fn metric_on(conn: &mut Conn, series: &str) -> Option<f64> {
     metric_value(&resp.text(), series)
 }
 
+/// Polls `series` on /metrics (fresh connections) until it equals `expected` or `within` passes;
+/// returns the last value seen. The server may count a close just after the client sees it.
+fn metric_reaches(addr: SocketAddr, series: &str, expected: f64, within: Duration) -> Option<f64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = match get(addr, "/metrics", BOUND) {
+            Seen::Answered(resp) => metric_value(&resp.text(), series),
+            _ => None,
+        };
+        if value == Some(expected) || Instant::now() > deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn connection_close(resp: &Resp) -> bool {
     resp.header("connection")
         .is_some_and(|value| value.eq_ignore_ascii_case("close"))
@@ -442,6 +458,16 @@ fn absent_bodies_never_hold_a_worker_and_each_gets_408_at_the_deadline() {
             "silent body {i} still open after its 408"
         );
     }
+    assert_eq!(
+        metric_reaches(
+            server.addr,
+            r#"hookbox_connections_closed_total{reason="body_timeout"}"#,
+            6.0,
+            Duration::from_secs(1)
+        ),
+        Some(6.0),
+        "body_timeout closes counted"
+    );
     assert_eq!(stored_total(server.addr), 1);
 }
 
@@ -485,6 +511,16 @@ fn a_trickled_body_is_cut_at_the_total_body_deadline() {
     assert!(
         at >= body_deadline - Duration::from_millis(300),
         "cut after {at:?}"
+    );
+    assert_eq!(
+        metric_reaches(
+            server.addr,
+            r#"hookbox_connections_closed_total{reason="body_timeout"}"#,
+            1.0,
+            Duration::from_secs(1)
+        ),
+        Some(1.0),
+        "the trickled body's close counted"
     );
 }
 
@@ -657,6 +693,16 @@ fn a_header_dribbler_is_closed_at_the_total_header_deadline() {
     assert!(
         at >= header_deadline - Duration::from_millis(300),
         "cut after {at:?}"
+    );
+    assert_eq!(
+        metric_reaches(
+            server.addr,
+            r#"hookbox_connections_closed_total{reason="header_timeout"}"#,
+            1.0,
+            Duration::from_secs(1)
+        ),
+        Some(1.0),
+        "the dribbler's close counted"
     );
     assert_eq!(get(server.addr, "/health/live", BOUND).status(), Some(200));
 }
