@@ -26,5 +26,5 @@ lint: ## formatting and clippy, warnings are errors
 bench: ## throughput/latency/RSS benchmark, writes bench-results/
 	./bench/run.sh
 
-soak: ## longer fault tests (crash, fd exhaustion, idle connections)
+soak: ## longer fault tests (crash, fd exhaustion, idle and hostile connections, 1M-row reads)
 	./soak/run.sh

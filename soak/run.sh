@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked
-exec timeout --signal=TERM --kill-after=15 330 python3 soak/soak.py "$@"
+exec timeout --signal=TERM --kill-after=15 570 python3 soak/soak.py "$@"

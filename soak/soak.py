@@ -15,13 +15,23 @@ Scenarios (each adds measured figures and pass/fail checks to the summary table)
   readonly the database and its WAL made unwritable while the server runs (`chattr +i`, which
            binds root too): 503 + Retry-After, /health/ready says so, reads still work; writes
            succeed again without a restart once the flag is removed.
+  hostile  issue 7's attack, all at once against HOOKBOX_MAX_CONNECTIONS=4096 and
+           HOOKBOX_HEADER_TIMEOUT_SECS=10: 64 pipelined-deferred connections (a signed webhook
+           and eight GETs in one write), 64 absent bodies, 64 never-reading big-read pipelines,
+           2,000 header dribblers (a byte a second), while an honest client sends 300 signed
+           webhooks: all 200, p99 < 50 ms, peak RSS < 64 MiB, dribblers cut within 10 + 1 s,
+           pipelined answers complete and in order.
+  reads_1m the worst reads of issue 7 (q=e with offset 2^63-1, deep offsets, /stats, the busiest
+           sender) in parallel on a 1,000,000-message store built with sqlite3 in the temp dir:
+           peak RSS < 64 MiB, every answer 200 or 503 with Retry-After.
 
 Python 3 standard library only; everything on 127.0.0.1 with OS-chosen ports; every loop is
 bounded in count and time; a watchdog ends the whole suite after SOAK_BUDGET_SECS.
 Exit status: 0 if every check passed (skips allowed), 1 otherwise.
 
 Usage: soak/run.sh (builds the binary first), or python3 soak/soak.py [scenario ...]
-Env:   SOAK_SEED (random seed), SOAK_BUDGET_SECS (default 280), SOAK_KEEP=1 (keep the temp dir)
+Env:   SOAK_SEED (random seed), SOAK_BUDGET_SECS (default 520), SOAK_HOSTILE_KINDS (subset of
+       pipelined,absent,never,dribblers for the hostile scenario; default all), SOAK_KEEP=1 (keep the temp dir)
 """
 
 import atexit
@@ -31,7 +41,9 @@ import hashlib
 import hmac
 import http.client
 import json
+import multiprocessing
 import os
+import queue
 import random
 import resource
 import selectors
@@ -54,7 +66,7 @@ RESULTS_DIR = os.path.join(ROOT, "soak-results")
 SECRET = "soak-secret"
 RUN_ID = uuid.uuid4().hex[:8]
 SEED = int(os.environ.get("SOAK_SEED", str(int(time.time()) % 1_000_000)))
-BUDGET_SECS = float(os.environ.get("SOAK_BUDGET_SECS", "280"))
+BUDGET_SECS = float(os.environ.get("SOAK_BUDGET_SECS", "520"))
 KEEP = os.environ.get("SOAK_KEEP") == "1"
 SUITE_START = time.monotonic()
 MIB = 1024 * 1024
@@ -1239,6 +1251,490 @@ def scenario_readonly():
 
 
 # --------------------------------------------------------------------------------------------
+# Hostile clients (issue 7) and reads on a 1M-message store
+
+
+def build_store(db_path, count, text_len=40, senders=97, busiest_share=0.2):
+    """Writes a schema-1 store (sql/001_init.sql, `PRAGMA user_version = 1`) directly with
+    sqlite3: much faster than webhooks. The server migrates it at start. Returns the busiest
+    sender. The file lives in WORKDIR (under /tmp), never in the repository."""
+    with open(os.path.join(ROOT, "sql", "001_init.sql")) as f:
+        schema = f.read()
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.executescript(schema)
+        busiest = "+910000000000"
+        filler = ("the quick brown fox jumps over the lazy dog " * (text_len // 40 + 1))[:text_len]
+
+        def rows():
+            for i in range(count):
+                sender = busiest if i % 100 < busiest_share * 100 else f"+91{1 + i % senders:010d}"
+                ts = f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}Z"
+                yield (f"m{i:08d}", sender, "+14155550100", ts, ts[:19], f"{i} {filler}",
+                       "2025-01-01T00:00:00.000Z")
+
+        with conn:
+            conn.executemany(
+                "INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", rows())
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return busiest
+
+
+class RssSampler:
+    """Samples VmRSS every 100 ms in a thread; `stop()` returns (peak sampled KiB, VmHWM KiB)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.peak = 0
+        self.samples = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.peak = max(self.peak, self.server.status_kib("VmRSS"))
+                self.samples += 1
+            except OSError:
+                return
+            self.stop_event.wait(0.1)
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(2)
+        try:
+            hwm = self.server.status_kib("VmHWM")
+        except OSError:
+            hwm = 0
+        return self.peak, hwm
+
+
+def raw_request(method, target, headers=(), body=b"", close=False):
+    lines = [f"{method} {target} HTTP/1.1", "Host: hookbox"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if method == "POST" or body:
+        lines.append(f"Content-Length: {len(body)}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def take_responses(buffer):
+    """Complete responses at the front of `buffer` (a bytearray, consumed): [(status, headers)]."""
+    out = []
+    while True:
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return out
+        head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+        try:
+            status = int(head[0].split(" ")[1])
+        except (IndexError, ValueError):
+            status = -1
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        if len(buffer) < end + 4 + length:
+            return out
+        del buffer[:end + 4 + length]
+        if status >= 200 or status < 0:
+            out.append((status, headers))
+
+
+def tcp_state(sock):
+    """The kernel's TCP state of `sock` (1 ESTABLISHED, 7 CLOSE, 8 CLOSE_WAIT …), or 0."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return 0
+
+
+HOSTILE_EACH = 64
+HOSTILE_DRIBBLERS = 2000
+HOSTILE_HONEST = 300
+HOSTILE_HEADER_TIMEOUT = 10
+HOSTILE_PHASE_SECS = 16.0
+# Which attacks run (all by default); e.g. SOAK_HOSTILE_KINDS=absent,never,dribblers to see the
+# others on a server that the pipelined packet hangs outright.
+HOSTILE_KINDS = set(os.environ.get("SOAK_HOSTILE_KINDS", "pipelined,absent,never,dribblers").split(","))
+
+
+def hostile_honest(host, port, go, stop, results):
+    """The honest client of the hostile scenario, in its own process (forked before any hostile
+    socket exists) so the attack loop's Python work cannot inflate its latencies. Sends
+    HOSTILE_HONEST signed webhooks on one keep-alive connection once `go` is set; puts
+    (latencies ms, bad statuses, errors) on `results`."""
+    latencies, bad, errors = [], collections.Counter(), collections.Counter()
+    go.wait(60)
+    client = Client(host, port, timeout=5.0)
+    consecutive_failures = 0
+    for i in range(HOSTILE_HONEST):
+        if stop.is_set() or consecutive_failures >= 5:
+            errors["not sent (gave up)"] += HOSTILE_HONEST - i
+            break
+        body, _ = make_message(f"{RUN_ID}-honest-{i}", 1000 + i)
+        t = time.perf_counter()
+        try:
+            status, _, _ = client.post_message(body)
+        except CONNECTION_ERRORS as error:
+            errors[type(error).__name__] += 1
+            consecutive_failures += 1
+            continue
+        latencies.append((time.perf_counter() - t) * 1000)
+        consecutive_failures = 0 if status == 200 else consecutive_failures + 1
+        if status != 200:
+            bad[status] += 1
+        time.sleep(0.02)  # spread the 300 over the whole attack
+    client.close()
+    results.put((latencies, dict(bad), dict(errors)))
+
+
+def scenario_hostile():
+    """64 connections of each hostile kind from issue 7 and 2,000 header dribblers, while an
+    honest client sends 300 signed webhooks."""
+    S = "hostile"
+    needed = HOSTILE_DRIBBLERS + 3 * HOSTILE_EACH + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed and (hard == resource.RLIM_INFINITY or hard >= needed):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        soft = needed
+    if soft < needed:
+        RESULTS.skip(S, "hostile connections", f"RLIMIT_NOFILE {soft} < {needed} and cannot be raised")
+        return
+    db_path = os.path.join(WORKDIR, "hostile.db")
+    # 300 rows of ~4,000 characters: every `limit=100` page is ~400 KB, so never-readers fill
+    # their socket buffers and the server has to stop writing to them.
+    build_store(db_path, 300, text_len=4000)
+    server = Server("hostile", db_path, {
+        "HOOKBOX_MAX_CONNECTIONS": "4096",
+        "HOOKBOX_HEADER_TIMEOUT_SECS": str(HOSTILE_HEADER_TIMEOUT),
+    })
+    sampler = RssSampler(server)
+    opened = []
+    honest_ms, honest_bad, honest_errors = [], collections.Counter(), collections.Counter()
+    fork = multiprocessing.get_context("fork")
+    go, stop_honest, honest_results = fork.Event(), fork.Event(), fork.Queue()
+    honest_process = None
+    try:
+        base_rss = server.status_kib("VmRSS")
+        honest_process = fork.Process(
+            target=hostile_honest, args=(server.host, server.port, go, stop_honest, honest_results),
+            daemon=True)
+        honest_process.start()
+
+        def connect():
+            s = socket.create_connection((server.host, server.port), timeout=5)
+            s.setblocking(False)
+            opened.append(s)
+            return s
+
+        def send_all(s, data, within=2.0):
+            """Non-blocking send of as much of `data` as the kernel takes within `within`."""
+            deadline = time.monotonic() + within
+            view = memoryview(data)
+            while view and time.monotonic() < deadline:
+                try:
+                    view = view[s.send(view):]
+                except BlockingIOError:
+                    time.sleep(0.005)
+                except OSError:
+                    return False
+            return not view
+
+        attack_start = time.monotonic()
+        # Pipelined-deferred: one write holding a signed webhook and eight GETs.
+        pipelined = []
+        for i in range(HOSTILE_EACH if "pipelined" in HOSTILE_KINDS else 0):
+            body, _ = make_message(f"{RUN_ID}-pipe-{i}", i)
+            packet = raw_request("POST", "/webhook", [("X-Signature", sign(body)),
+                                                      ("X-Request-ID", f"p{i}-0")], body)
+            for k in range(1, 9):
+                packet += raw_request("GET", "/health/live", [("X-Request-ID", f"p{i}-{k}")])
+            s = connect()
+            send_all(s, packet)
+            pipelined.append({"sock": s, "buf": bytearray(), "answers": [], "closed": False})
+        # Absent bodies: a body announced and never sent.
+        absent = []
+        for i in range(HOSTILE_EACH if "absent" in HOSTILE_KINDS else 0):
+            s = connect()
+            send_all(s, b"POST /webhook HTTP/1.1\r\nHost: hookbox\r\nX-Signature: 00\r\n"
+                        b"Content-Length: 60000\r\n\r\n")
+            absent.append({"sock": s, "opened": time.monotonic(), "buf": bytearray(),
+                           "status": None, "closed_at": None})
+        # Never-readers: 100 pipelined big reads each, answers never read.
+        reads = b"".join(raw_request("GET", "/messages?limit=100") for _ in range(100))
+        never = []
+        for i in range(HOSTILE_EACH if "never" in HOSTILE_KINDS else 0):
+            s = connect()
+            send_all(s, reads)
+            never.append({"sock": s, "opened": time.monotonic(), "closed_at": None})
+        # Header dribblers: one byte a second, never finishing the head.
+        prefix = b"GET /health/live HTTP/1.1\r\nHost: hookbox\r\nX-Dribble: "
+        dribblers = []
+        for i in range(HOSTILE_DRIBBLERS if "dribblers" in HOSTILE_KINDS else 0):
+            try:
+                s = connect()
+            except OSError as error:
+                RESULTS.figure(S, "dribbler connect failed", f"#{i}: {type(error).__name__}")
+                break
+            dribblers.append({"sock": s, "opened": time.monotonic(), "sent": 0, "cut_at": None})
+        setup_secs = time.monotonic() - attack_start
+
+        go.set()
+
+        last_dribble = 0.0
+        phase_end = attack_start + HOSTILE_PHASE_SECS
+        while time.monotonic() < phase_end:
+            now = time.monotonic()
+            if now - last_dribble >= 1.0:
+                last_dribble = now
+                for d in dribblers:
+                    if d["cut_at"] is not None:
+                        continue
+                    byte = prefix[d["sent"]:d["sent"] + 1] or b"a"
+                    try:
+                        d["sock"].send(byte)
+                        d["sent"] += 1
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        d["cut_at"] = now - d["opened"]
+            for d in dribblers:
+                if d["cut_at"] is None and peer_closed_nb(d["sock"]):
+                    d["cut_at"] = time.monotonic() - d["opened"]
+            for p in pipelined:
+                if p["closed"]:
+                    continue
+                data = recv_available(p["sock"])
+                if data is None:
+                    p["closed"] = True
+                else:
+                    p["buf"] += data
+                    p["answers"] += take_responses(p["buf"])
+            for a in absent:
+                if a["closed_at"] is not None:
+                    continue
+                data = recv_available(a["sock"])
+                if data:
+                    a["buf"] += data
+                    got = take_responses(a["buf"])
+                    if got and a["status"] is None:
+                        a["status"] = got[0][0]
+                if data is None:
+                    a["closed_at"] = time.monotonic() - a["opened"]
+            for n in never:
+                if n["closed_at"] is None and tcp_state(n["sock"]) != 1:
+                    n["closed_at"] = time.monotonic() - n["opened"]
+            done_dribbling = all(d["cut_at"] is not None for d in dribblers)
+            done_never = all(n["closed_at"] is not None for n in never)
+            done_absent = all(a["closed_at"] is not None for a in absent)
+            done_pipe = all(len(p["answers"]) >= 9 for p in pipelined)
+            if done_dribbling and done_never and done_absent and done_pipe and not honest_process.is_alive():
+                break
+            time.sleep(0.1)
+        stop_honest.set()
+        try:
+            latencies, bad, errors = honest_results.get(timeout=30)
+            honest_ms += latencies
+            honest_bad.update(bad)
+            honest_errors.update(errors)
+        except queue.Empty:
+            honest_errors["honest client did not report"] += 1
+        honest_process.join(5)
+        if honest_process.is_alive():
+            honest_process.kill()
+        alive = server.alive()
+        threads_peak = server.threads() if alive else 0
+        peak_rss, hwm = sampler.stop()
+        sampler = None
+        for s in opened:
+            s.close()
+        opened = []
+        code, stop_secs = server.terminate(grace=20) if alive else (None, 0)
+    finally:
+        stop_honest.set()
+        go.set()
+        if honest_process is not None and honest_process.is_alive():
+            honest_process.kill()
+        if sampler is not None:
+            sampler.stop()
+        for s in opened:
+            s.close()
+
+    ok = len(honest_ms) - sum(honest_bad.values())
+    if HOSTILE_KINDS != {"pipelined", "absent", "never", "dribblers"}:
+        RESULTS.figure(S, "attacks run (SOAK_HOSTILE_KINDS)", ",".join(sorted(HOSTILE_KINDS)))
+    RESULTS.figure(S, "attack set-up (s): connections opened", f"{setup_secs:.1f}: {len(pipelined) + len(absent) + len(never) + len(dribblers)}")
+    RESULTS.check(S, f"honest webhooks answered 200 (of {HOSTILE_HONEST})", ok, ok == HOSTILE_HONEST,
+                  f"{HOSTILE_HONEST}")
+    if honest_bad or honest_errors:
+        RESULTS.figure(S, "honest failures", ", ".join(f"{k}: {v}" for k, v in
+                                                      list(honest_bad.items()) + list(honest_errors.items())))
+    p99 = percentile(honest_ms, 99)
+    RESULTS.figure(S, "honest webhook p50 ms", percentile(honest_ms, 50))
+    RESULTS.check(S, "honest webhook p99 ms", p99, bool(honest_ms) and p99 < 50, "< 50")
+    RESULTS.figure(S, "RSS before the attack (MiB)", base_rss / 1024)
+    RESULTS.check(S, "peak RSS sampled every 100 ms (MiB)", peak_rss / 1024, peak_rss < 64 * 1024, "< 64")
+    RESULTS.check(S, "VmHWM (MiB)", hwm / 1024, 0 < hwm < 64 * 1024, "< 64")
+    RESULTS.figure(S, "server threads at the end of the attack", threads_peak)
+    cut = [d["cut_at"] for d in dribblers if d["cut_at"] is not None]
+    late = sum(1 for v in cut if v > HOSTILE_HEADER_TIMEOUT + 1)
+    RESULTS.check(S, f"header dribblers cut within {HOSTILE_HEADER_TIMEOUT} + 1 s",
+                  f"{len(cut) - late}/{len(dribblers)}",
+                  len(cut) == len(dribblers) and late == 0, f"{len(dribblers)}/{len(dribblers)}")
+    if cut:
+        RESULTS.figure(S, "dribblers cut after (s) min / median / max",
+                       f"{min(cut):.1f} / {statistics.median(cut):.1f} / {max(cut):.1f}")
+    in_order = sum(
+        1 for i, p in enumerate(pipelined)
+        if [(st, h.get("x-request-id")) for st, h in p["answers"][:9]]
+        == [(200, f"p{i}-{k}") for k in range(9)]
+    )
+    RESULTS.check(S, "pipelined-deferred connections answered 9/9 in order", f"{in_order}/{len(pipelined)}",
+                  in_order == len(pipelined), f"{len(pipelined)}/{len(pipelined)}")
+    got_408 = sum(1 for a in absent if a["status"] == 408)
+    absent_closed = [a["closed_at"] for a in absent if a["closed_at"] is not None]
+    RESULTS.check(S, "absent bodies: 408 / closed", f"{got_408} / {len(absent_closed)}",
+                  got_408 == len(absent) and len(absent_closed) == len(absent),
+                  f"{len(absent)} / {len(absent)} (at the 10 s body deadline)")
+    if absent_closed:
+        RESULTS.figure(S, "absent bodies closed after (s) max", max(absent_closed))
+    never_closed = [n["closed_at"] for n in never if n["closed_at"] is not None]
+    RESULTS.check(S, "never-readers closed by the server (write timeout 10 s)",
+                  f"{len(never_closed)}/{len(never)}"
+                  + (f", max {max(never_closed):.1f} s" if never_closed else ""),
+                  len(never_closed) == len(never) and max(never_closed, default=0) < 13,
+                  f"{len(never)}/{len(never)} within 13 s")
+    RESULTS.check(S, "server alive throughout", "yes" if alive else "no", alive, "yes")
+    RESULTS.check(S, "SIGTERM afterwards: exit code", f"{code} after {stop_secs:.1f}s", code == 0, "0")
+    panics = stderr_panics([server])
+    RESULTS.check(S, "panics on stderr", panics, panics == 0, "0")
+
+
+def peer_closed_nb(sock):
+    """`peer_closed` for a non-blocking socket: EOF or reset, without consuming data."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return data == b"" or data.startswith(b"H")  # an answer (408) counts as cut
+
+
+def recv_available(sock):
+    """Everything readable now (b"" if nothing yet), or None once the peer closed."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return b"".join(chunks)
+        except OSError:
+            return None
+        if not data:
+            return None if not chunks else b"".join(chunks)
+        chunks.append(data)
+
+
+READS_1M_ROWS = 1_000_000
+READS_1M_THREADS = 6
+READS_1M_SECS = 25.0
+
+
+def scenario_reads_1m():
+    """The worst reads of issue 7, in parallel, on a 1,000,000-message store: memory stays
+    bounded and every answer is 200 or 503 with Retry-After."""
+    S = "reads 1M"
+    db_path = os.path.join(WORKDIR, "reads-1m.db")
+    t = time.monotonic()
+    busiest = build_store(db_path, READS_1M_ROWS)
+    RESULTS.figure(S, "store built with sqlite3 (s, MiB)",
+                   f"{time.monotonic() - t:.1f}, {os.path.getsize(db_path) / MIB:.0f}")
+    # The server migrates the store at start; give that a generous but bounded time.
+    server = Server("reads-1m", db_path, start_timeout=180.0)
+    RESULTS.figure(S, "server start incl. migration (s)", server.startup_secs)
+    sampler = RssSampler(server)
+    targets = [
+        "/messages?q=e&offset=9223372036854775807",
+        "/messages?q=e",
+        "/messages?offset=999900&limit=100",
+        "/messages?offset=500000&limit=100",
+        "/stats",
+        f"/messages?from={urllib.parse.quote(busiest)}&limit=100",
+        f"/messages?from={urllib.parse.quote(busiest)}&offset=150000&limit=100",
+    ]
+    lock = threading.Lock()
+    statuses = collections.Counter()
+    slowest = collections.defaultdict(float)
+    bad = []
+    stop = threading.Event()
+    base_rss = server.status_kib("VmRSS")
+
+    def reader(index):
+        # A fresh connection per request: a keep-alive connection the server closes while idle
+        # (a normal race) must not count as a failed read.
+        k = index
+        while not stop.is_set():
+            target = targets[k % len(targets)]
+            k += 1
+            t = time.perf_counter()
+            try:
+                status, headers, _ = one_request(server.host, server.port, "GET", target,
+                                                 timeout=60.0)
+            except CONNECTION_ERRORS as error:
+                with lock:
+                    statuses[type(error).__name__] += 1
+                    bad.append(f"{target}: {type(error).__name__}")
+                continue
+            took = time.perf_counter() - t
+            with lock:
+                statuses[status] += 1
+                slowest[target] = max(slowest[target], took)
+                if not (status == 200 or (status == 503 and "retry-after" in headers)):
+                    bad.append(f"{target}: {status}")
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(READS_1M_THREADS)]
+    try:
+        for thread in threads:
+            thread.start()
+        stop.wait(READS_1M_SECS)
+        stop.set()
+        deadline = time.monotonic() + 70
+        for thread in threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        stuck = sum(1 for thread in threads if thread.is_alive())
+        alive = server.alive()
+        peak_rss, hwm = sampler.stop()
+        code, stop_secs = server.terminate(grace=20) if alive else (None, 0)
+    finally:
+        stop.set()
+        sampler.stop()
+    RESULTS.figure(S, "answers", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str)))
+    RESULTS.check(S, "answers other than 200 / 503 + Retry-After", len(bad), not bad,
+                  "0" + (f" (first: {bad[0]})" if bad else ""))
+    for target in targets:
+        if target in slowest:
+            RESULTS.figure(S, f"slowest {target} (s)", slowest[target])
+    RESULTS.check(S, "readers finished within 70 s of the stop", stuck, stuck == 0, "0 stuck")
+    RESULTS.figure(S, "RSS before the reads (MiB)", base_rss / 1024)
+    RESULTS.check(S, "peak RSS sampled every 100 ms (MiB)", peak_rss / 1024, peak_rss < 64 * 1024, "< 64")
+    RESULTS.check(S, "VmHWM (MiB)", hwm / 1024, 0 < hwm < 64 * 1024, "< 64")
+    RESULTS.check(S, "server alive throughout", "yes" if alive else "no", alive, "yes")
+    RESULTS.check(S, "SIGTERM afterwards: exit code", f"{code} after {stop_secs:.1f}s", code == 0, "0")
+    os.remove(db_path)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 SCENARIOS = [
@@ -1248,6 +1744,8 @@ SCENARIOS = [
     ("fds", scenario_fds),
     ("disk", scenario_disk),
     ("readonly", scenario_readonly),
+    ("hostile", scenario_hostile),
+    ("reads_1m", scenario_reads_1m),
 ]
 
 

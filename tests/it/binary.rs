@@ -1027,3 +1027,207 @@ fn database_url_bare_path_and_default() {
     store_one_with(fresh.path(), None);
     assert_eq!(stored_rows(&fresh.path().join("hookbox.db")), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Issue 7: LOG_LEVEL=DEBUG is honoured, and SIGTERM with a keep-alive request in flight.
+
+#[test]
+fn log_level_debug_writes_debug_lines() {
+    let dir = TempDir::new();
+    let (proc, addr) = Launch::new(dir.path()).env("LOG_LEVEL", "DEBUG").start();
+    assert_eq!(get(addr, "/health/live").status, 200);
+    assert_eq!(
+        post_signed(addr, &message("dbg-1", FROM, TS, None), &[]).status,
+        200
+    );
+    let run = proc.stop("TERM");
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(
+        run.json_lines().iter().any(|json| json["level"] == "DEBUG"),
+        "LOG_LEVEL=DEBUG wrote no DEBUG line: {}",
+        run.describe()
+    );
+}
+
+/// Reads one response by `Content-Length` from `stream` within `within`, or `None` (closed or
+/// timed out). Bytes after it stay in `raw` for the next call (pipelined answers).
+fn response_within(stream: &mut TcpStream, raw: &mut Vec<u8>, within: Duration) -> Option<Resp> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = parse_response(&raw[..split + 4]);
+            let length: usize = head
+                .header("content-length")
+                .map_or(0, |value| value.parse().unwrap());
+            if head.status < 200 {
+                raw.drain(..split + 4);
+                continue;
+            }
+            if raw.len() >= split + 4 + length {
+                let resp = parse_response(&raw[..split + 4 + length]);
+                raw.drain(..split + 4 + length);
+                return Some(resp);
+            }
+        }
+        let left = within.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// SIGTERM while a keep-alive connection has a request in flight (its body half sent) and another
+/// keep-alive connection sits idle: the request is answered with `Connection: close`, the process
+/// exits 0 within the grace period, and every acknowledged message is stored.
+#[test]
+fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
+    let grace = Duration::from_secs(5);
+    let dir = TempDir::new();
+    let (mut proc, addr) = Launch::new(dir.path())
+        .env("HOOKBOX_SHUTDOWN_GRACE_SECS", "5")
+        .start();
+    let keep_alive =
+        |target: &str| format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    let mut idle = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    idle.set_write_timeout(Some(TIMEOUT)).unwrap();
+    idle.write_all(&keep_alive("/health/live")).unwrap();
+    let first = response_within(&mut idle, &mut Vec::new(), Duration::from_secs(5))
+        .expect("idle: first answer");
+    assert_eq!(first.status, 200);
+
+    let mut busy = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    busy.set_write_timeout(Some(TIMEOUT)).unwrap();
+    let acked = message("keep-1", FROM, TS, Some("acknowledged before the signal"));
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nX-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+        sign(acked.as_bytes()),
+        acked.len()
+    );
+    busy.write_all(head.as_bytes()).unwrap();
+    busy.write_all(acked.as_bytes()).unwrap();
+    let answered =
+        response_within(&mut busy, &mut Vec::new(), Duration::from_secs(5)).expect("first webhook");
+    assert_eq!(answered.status, 200, "{}", answered.text());
+
+    // The same keep-alive connection: a second webhook, its body half sent when the signal comes.
+    let body = message("keep-2", FROM, TS, Some("in flight at SIGTERM"));
+    let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nX-Signature: {}\r\nX-Request-ID: rid-keep-2\r\n\
+         Content-Length: {}\r\n\r\n",
+        sign(body.as_bytes()),
+        body.len()
+    );
+    busy.write_all(head.as_bytes()).unwrap();
+    busy.write_all(first_half).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    proc.signal("TERM");
+    proc.wait_for("the shutdown to begin", |json| {
+        json["msg"]
+            .as_str()
+            .is_some_and(|msg| msg.contains("shutting down"))
+    });
+    busy.write_all(second_half).unwrap();
+    let in_flight = response_within(&mut busy, &mut Vec::new(), Duration::from_secs(5))
+        .expect("the in-flight request was not answered");
+    assert_eq!(in_flight.status, 200, "{}", in_flight.text());
+    assert!(
+        in_flight
+            .header("connection")
+            .is_some_and(|value| value.eq_ignore_ascii_case("close")),
+        "in-flight answer during shutdown without `Connection: close`: {:?}",
+        in_flight.headers
+    );
+
+    let deadline = signalled + grace + Duration::from_secs(1);
+    let status = loop {
+        if let Some(status) = proc.child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.is_some(),
+        "still running {:?} after SIGTERM (grace {grace:?})",
+        signalled.elapsed()
+    );
+    let run = proc.finish();
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    drop((idle, busy));
+    assert_eq!(stored_rows(&dir.path().join("test.db")), 2);
+}
+
+/// Issue 7's packet (a signed webhook and eight GETs in one write) followed by SIGTERM: every
+/// answer arrives, and the process exits 0 within the grace period (today it hung, then exit 1).
+#[test]
+fn sigterm_after_the_pipelined_packet_exits_0_within_the_grace_period() {
+    let grace = Duration::from_secs(3);
+    let dir = TempDir::new();
+    let (mut proc, addr) = Launch::new(dir.path())
+        .env("HOOKBOX_SHUTDOWN_GRACE_SECS", "3")
+        .start();
+    let body = message("packet-1", FROM, TS, None);
+    let mut packet = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nX-Signature: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        sign(body.as_bytes()),
+        body.len()
+    );
+    for _ in 0..8 {
+        packet.push_str(&format!(
+            "GET /health/live HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        ));
+    }
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(packet.as_bytes()).unwrap();
+    let mut answered = 0;
+    let mut raw = Vec::new();
+    while answered < 9 {
+        match response_within(&mut stream, &mut raw, Duration::from_secs(3)) {
+            Some(resp) => {
+                assert_eq!(resp.status, 200, "answer {answered}: {}", resp.text());
+                answered += 1;
+            }
+            None => break,
+        }
+    }
+    let signalled = Instant::now();
+    proc.signal("TERM");
+    let deadline = signalled + grace + Duration::from_secs(1);
+    let exited = loop {
+        if proc.child.try_wait().expect("try_wait").is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stream);
+    let run = proc.finish();
+    assert_eq!(
+        answered,
+        9,
+        "answers to the pipelined packet: {}",
+        run.describe()
+    );
+    assert!(exited, "still running {grace:?} + 1 s after SIGTERM");
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert_eq!(stored_rows(&dir.path().join("test.db")), 1);
+}
