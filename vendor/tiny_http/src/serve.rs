@@ -446,7 +446,7 @@ impl<'a> Connection<'a> {
                 Err(HeadFail::Closed(reason)) => return reason,
                 Err(HeadFail::Answer(status)) => {
                     let answer = plain(status);
-                    let _ = self.write_answer(&answer, false, true);
+                    let _ = self.write_answer(&answer, false, true, false);
                     self.linger();
                     return CloseReason::Refused;
                 }
@@ -467,7 +467,8 @@ impl<'a> Connection<'a> {
             let body_state = incoming.body.clone_state();
             let answer = (self.shared.handler)(incoming);
             let close = answer.close || !complete || !head.keep_alive || self.stopping();
-            if let Err(reason) = self.write_answer(&answer, head_only, close) {
+            let announce_keep_alive = !close && head.version == (1, 0);
+            if let Err(reason) = self.write_answer(&answer, head_only, close, announce_keep_alive) {
                 return reason;
             }
             if close {
@@ -624,9 +625,14 @@ impl<'a> Connection<'a> {
 
     /// Decodes a chunked body of at most `max` bytes (chunk extensions and trailers ignored).
     fn take_chunked(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, ChunkFail> {
+        // A line longer than its bound is broken framing, not a large body.
+        let framing = |fail: ReadFail| match fail {
+            ReadFail::TooLarge => ChunkFail::Malformed,
+            other => ChunkFail::Read(other),
+        };
         let mut body = Vec::new();
         loop {
-            let line = self.take_line(1024, deadline).map_err(ChunkFail::Read)?;
+            let line = self.take_line(1024, deadline).map_err(framing)?;
             let size = line.split(|&b| b == b';').next().unwrap_or(&[]);
             let size = std::str::from_utf8(size)
                 .ok()
@@ -639,7 +645,7 @@ impl<'a> Connection<'a> {
                 for _ in 0..=self.limits().max_headers {
                     if self
                         .take_line(self.limits().max_head_bytes, deadline)
-                        .map_err(ChunkFail::Read)?
+                        .map_err(framing)?
                         .is_empty()
                     {
                         return Ok(body);
@@ -655,11 +661,7 @@ impl<'a> Connection<'a> {
                 self.take_exact(size as usize, deadline)
                     .map_err(ChunkFail::Read)?,
             );
-            if !self
-                .take_line(2, deadline)
-                .map_err(ChunkFail::Read)?
-                .is_empty()
-            {
+            if !self.take_line(2, deadline).map_err(framing)?.is_empty() {
                 return Err(ChunkFail::Malformed);
             }
         }
@@ -671,6 +673,7 @@ impl<'a> Connection<'a> {
         answer: &Outgoing,
         head_only: bool,
         close: bool,
+        announce_keep_alive: bool,
     ) -> Result<(), CloseReason> {
         let mut bytes = Vec::with_capacity(answer.body.len() + 256);
         let reason = StatusCode(answer.status).default_reason_phrase();
@@ -691,6 +694,9 @@ impl<'a> Connection<'a> {
         }
         if close {
             bytes.extend_from_slice(b"Connection: close\r\n");
+        } else if announce_keep_alive {
+            // An HTTP/1.0 client closes unless told the connection stays open.
+            bytes.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         let _ = write!(bytes, "Content-Length: {}\r\n\r\n", answer.body.len());
         if !head_only {
