@@ -17,11 +17,11 @@ run: ## run the server locally on :8000 with ./hookbox.db
 	cargo run --release --locked
 
 test: ## run every test
-	cargo test --locked
+	cargo test --locked --workspace
 
 lint: ## formatting and clippy, warnings are errors
-	cargo fmt --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --all-targets --workspace --locked -- -D warnings
 
 bench: ## throughput/latency/RSS benchmark, writes bench-results/
 	./bench/run.sh

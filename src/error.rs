@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::http::Response;
+use crate::response::Response;
 
 /// Seconds a sender is asked to wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -27,6 +27,8 @@ pub enum Error {
     BadRequest(String),
     /// The client did not send its whole body within `HOOKBOX_READ_TIMEOUT_SECS`.
     RequestTimeout,
+    /// A `Transfer-Encoding` other than `chunked`: the body cannot be read.
+    NotImplemented,
     /// The body or query failed validation; each entry is a FastAPI-shaped problem.
     Unprocessable(Vec<Value>),
     /// The service cannot take this request now (queue full, not configured, shutting down);
@@ -48,6 +50,7 @@ impl Error {
             Error::Unauthorized => 401,
             Error::BadRequest(_) => 400,
             Error::RequestTimeout => 408,
+            Error::NotImplemented => 501,
             Error::Unprocessable(_) => 422,
             Error::Unavailable(_) | Error::StorageUnavailable(_) => 503,
             Error::Internal(_) => 500,
@@ -70,6 +73,7 @@ impl Error {
             Error::Unauthorized => json!("invalid signature"),
             Error::BadRequest(ref message) => json!(message),
             Error::RequestTimeout => json!("request body not received in time"),
+            Error::NotImplemented => json!("only the chunked transfer encoding is supported"),
             Error::Unprocessable(ref problems) => json!(problems),
             Error::Unavailable(reason) => json!(reason),
             Error::StorageUnavailable(_) => json!("storage unavailable, retry later"),
@@ -96,6 +100,7 @@ impl fmt::Display for Error {
             Error::Unauthorized => f.write_str("invalid signature"),
             Error::BadRequest(message) => write!(f, "bad request: {message}"),
             Error::RequestTimeout => f.write_str("request body not received in time"),
+            Error::NotImplemented => f.write_str("unsupported transfer encoding"),
             Error::Unprocessable(problems) => write!(f, "{} validation problem(s)", problems.len()),
             Error::Unavailable(reason) => write!(f, "unavailable: {reason}"),
             Error::StorageUnavailable(cause) => write!(f, "storage unavailable: {cause}"),

@@ -1,15 +1,12 @@
 //! Our own owned `Request` and `Response`, and the edge that converts to and from tiny_http.
 //!
-//! Only this module touches tiny_http's request and response types. Handlers see a `Request` whose
-//! body is already read (up to the limit) and return a `Response` of plain bytes.
+//! Only this module and the server touch tiny_http's types. Handlers see a `Request` whose body
+//! the connection thread has already read (up to the limit) and return a `Response` of plain bytes.
 
-use std::io::{Cursor, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use crate::error::Error;
+pub use crate::response::Response;
 
 /// A request as handlers see it.
 #[derive(Debug, Clone)]
@@ -34,6 +31,8 @@ pub enum BodyError {
     Unreadable(String),
     /// The client did not send the whole body within the read timeout.
     TimedOut,
+    /// A `Transfer-Encoding` other than `chunked`.
+    UnsupportedEncoding,
 }
 
 impl Request {
@@ -67,6 +66,7 @@ impl Request {
                 "could not read the request body: {why}"
             ))),
             Err(BodyError::TimedOut) => Err(Error::RequestTimeout),
+            Err(BodyError::UnsupportedEncoding) => Err(Error::NotImplemented),
         }
     }
 
@@ -95,33 +95,6 @@ impl Request {
                         raw.into(),
                     )])
                 }),
-        }
-    }
-}
-
-/// A response from a handler: status, extra headers, body bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(status: u16, value: &impl Serialize) -> Response {
-        let body = serde_json::to_vec(value).expect("our response types always serialize");
-        Response {
-            status,
-            headers: vec![("Content-Type", "application/json".to_owned())],
-            body,
-        }
-    }
-
-    pub fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response {
-            status,
-            headers: vec![("Content-Type", content_type.to_owned())],
-            body,
         }
     }
 }
@@ -190,24 +163,26 @@ pub fn sane_request_id(incoming: Option<&str>) -> Option<String> {
 
 // ---- the tiny_http edge ----------------------------------------------------------------------
 
-/// Copies a tiny_http request into our own, reading the body up to `max_body` bytes within
-/// `deadline`. A `Content-Length` over the limit is refused before a single body byte is read.
-pub fn from_tiny(request: &mut tiny_http::Request, max_body: usize, deadline: Duration) -> Request {
-    let (path, query) = split_target(request.url());
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .iter()
-        .map(|header| {
-            (
-                header.field.as_str().as_str().to_ascii_lowercase(),
-                header.value.as_str().to_owned(),
-            )
-        })
+/// Copies a request that the connection thread has read whole into our own.
+pub fn from_incoming(incoming: tiny_http::serve::Incoming, max_body: usize) -> Request {
+    use tiny_http::serve::Body;
+    let (path, query) = split_target(&incoming.url);
+    let request_id =
+        sane_request_id(incoming.header("x-request-id")).unwrap_or_else(next_request_id);
+    let body = match incoming.body {
+        Body::Complete(bytes) => Ok(bytes),
+        Body::TooLarge => Err(BodyError::TooLarge { limit: max_body }),
+        Body::TimedOut => Err(BodyError::TimedOut),
+        Body::Malformed(why) => Err(BodyError::Unreadable(why.to_owned())),
+        Body::UnsupportedEncoding => Err(BodyError::UnsupportedEncoding),
+    };
+    let headers = incoming
+        .headers
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .collect();
-    let request_id = request_id_of(request);
-    let body = read_body(request, max_body, deadline);
     Request {
-        method: request.method().as_str().to_owned(),
+        method: incoming.method,
         path,
         query,
         headers,
@@ -216,67 +191,20 @@ pub fn from_tiny(request: &mut tiny_http::Request, max_body: usize, deadline: Du
     }
 }
 
-/// The request's own `X-Request-ID` when it is sane, otherwise a fresh one.
-pub fn request_id_of(request: &tiny_http::Request) -> String {
-    let incoming = request
-        .headers()
-        .iter()
-        .find(|header| header.field.equiv("X-Request-ID"))
-        .map(|header| header.value.as_str());
-    sane_request_id(incoming).unwrap_or_else(next_request_id)
-}
-
-/// Reads at most `limit + 1` bytes (one more tells us the body is too large). Each read waits
-/// at most the socket's read timeout; `deadline` bounds the whole body, so a client trickling
-/// one byte at a time cannot hold a worker for longer.
-fn read_body(
-    request: &mut tiny_http::Request,
-    limit: usize,
-    deadline: Duration,
-) -> Result<Vec<u8>, BodyError> {
-    let declared = request.body_length();
-    if declared.is_some_and(|length| length > limit) {
-        return Err(BodyError::TooLarge { limit });
-    }
-    let started = Instant::now();
-    let mut body = Vec::with_capacity(declared.unwrap_or(0));
-    let mut chunk = [0u8; 8192];
-    let reader = request.as_reader();
-    loop {
-        match reader.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(read) => body.extend_from_slice(&chunk[..read]),
-            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(BodyError::TimedOut);
-            }
-            Err(error) => return Err(BodyError::Unreadable(error.to_string())),
-        }
-        if body.len() > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
-        if started.elapsed() > deadline {
-            return Err(BodyError::TimedOut);
-        }
-    }
-    Ok(body)
-}
-
-/// Converts our response for tiny_http, adding the request id header.
-pub fn into_tiny(response: Response, request_id: &str) -> tiny_http::Response<Cursor<Vec<u8>>> {
-    let mut tiny = tiny_http::Response::from_data(response.body).with_status_code(response.status);
-    let extra = [("X-Request-ID", request_id)];
-    let headers = response
+/// Converts our response for the connection thread, adding the request id header.
+pub fn into_outgoing(response: Response, request_id: &str) -> tiny_http::serve::Outgoing {
+    let mut headers: Vec<(String, String)> = response
         .headers
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .chain(extra);
-    for (name, value) in headers {
-        if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            tiny.add_header(header);
-        }
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    headers.push(("X-Request-ID".to_owned(), request_id.to_owned()));
+    tiny_http::serve::Outgoing {
+        status: response.status,
+        headers,
+        body: response.body,
+        close: false,
     }
-    tiny
 }
 
 #[cfg(test)]

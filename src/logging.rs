@@ -12,20 +12,20 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use crate::metrics::WebhookResult;
 use crate::timestamp;
 
-struct JsonLogger {
-    level: LevelFilter,
-}
+struct JsonLogger;
 
-/// Installs the JSON logger for the whole process. Call once, from `main`.
+/// Installs the JSON logger for the whole process. Call once, from `main`. The level can be
+/// changed later with `log::set_max_level` (main does, once the config is read): the logger
+/// filters by that one global level and keeps none of its own.
 pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
-    log::set_boxed_logger(Box::new(JsonLogger { level }))?;
+    log::set_boxed_logger(Box::new(JsonLogger))?;
     log::set_max_level(level);
     Ok(())
 }
 
 impl Log for JsonLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// How one `/webhook` request ended, as counted in `webhook_requests_total{result}` and logged.
@@ -70,6 +71,11 @@ pub struct Metrics {
     shed: IntCounterVec,
     commit_batch_size: Histogram,
     commit_duration: Histogram,
+    /// Connections open now.
+    pub connections_open: IntGauge,
+    /// Connections refused at once for being over `HOOKBOX_MAX_CONNECTIONS`.
+    pub connections_refused: IntCounter,
+    connections_closed: IntCounterVec,
 }
 
 /// Which bounded queue was full when a request was shed.
@@ -103,7 +109,7 @@ impl Metrics {
         let latency_ms = Histogram::with_opts(
             HistogramOpts::new(
                 "request_latency_ms",
-                "Time from a worker picking a request up to its response being written, in milliseconds.",
+                "Time from a request being read whole to its response being handed to its connection, in milliseconds.",
             )
             .buckets(LATENCY_BUCKETS_MS.to_vec()),
         )
@@ -144,6 +150,24 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1000.0).collect()),
         )
         .expect("valid metric");
+        let connections_open = IntGauge::new(
+            "hookbox_connections_open",
+            "Client connections open right now.",
+        )
+        .expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "hookbox_connections_refused_total",
+            "Connections refused at once with a 503 because HOOKBOX_MAX_CONNECTIONS were open.",
+        )
+        .expect("valid metric");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "hookbox_connections_closed_total",
+                "Client connections closed, by reason (client, idle, header_timeout, body_timeout, write_timeout, refused, shutdown, error).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
 
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -154,6 +178,9 @@ impl Metrics {
             Box::new(shed.clone()),
             Box::new(commit_batch_size.clone()),
             Box::new(commit_duration.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(connections_closed.clone()),
         ] {
             registry
                 .register(collector)
@@ -177,7 +204,15 @@ impl Metrics {
             shed,
             commit_batch_size,
             commit_duration,
+            connections_open,
+            connections_refused,
+            connections_closed,
         }
+    }
+
+    /// Counts one closed connection; `reason` is one of a fixed set of labels.
+    pub fn observe_closed(&self, reason: &'static str) {
+        self.connections_closed.with_label_values(&[reason]).inc();
     }
 
     pub fn observe_shed(&self, queue: Queue) {

@@ -1,12 +1,57 @@
 //! The router: one `match` on method and path segments.
 //!
-//! It returns the route's static name (the `path` label of metrics) beside either the handler to
-//! call or the error to answer with, so even a 404, a 405 or a panic is labelled correctly.
+//! It returns the `Route` (whose label is the `path` of metrics and logs, and whose lane decides
+//! which workers may serve it) beside either the handler to call or the error to answer with, so
+//! even a 404, a 405 or a panic is labelled correctly.
 
 use crate::error::Error;
 use crate::handlers::{self, Handler};
 
-/// Label for every path that matches no route, so unknown URLs cannot grow the metric series.
+/// Every route the service knows, and one for every path it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Webhook,
+    Messages,
+    Stats,
+    Live,
+    Ready,
+    Metrics,
+    /// Every path that matches no route, so unknown URLs cannot grow the metric series.
+    Unmatched,
+}
+
+/// Which worker queue a request waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Webhooks, probes, metrics: short, and never queued behind reads.
+    Fast,
+    /// `/messages` and `/stats`: reads that may take up to the query budget.
+    Query,
+}
+
+impl Route {
+    /// The `path` label of metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Webhook => "/webhook",
+            Route::Messages => "/messages",
+            Route::Stats => "/stats",
+            Route::Live => "/health/live",
+            Route::Ready => "/health/ready",
+            Route::Metrics => "/metrics",
+            Route::Unmatched => UNMATCHED,
+        }
+    }
+
+    pub fn lane(self) -> Lane {
+        match self {
+            Route::Messages | Route::Stats => Lane::Query,
+            _ => Lane::Fast,
+        }
+    }
+}
+
+/// Label for every path that matches no route.
 pub const UNMATCHED: &str = "unmatched";
 
 const GET: &str = "GET, HEAD";
@@ -14,26 +59,26 @@ const POST: &str = "POST";
 
 /// Picks the handler for `method` on `path` (no query string). Empty segments are ignored, so
 /// `/webhook/` is `/webhook`.
-pub fn route(method: &str, path: &str) -> (&'static str, Result<Handler, Error>) {
+pub fn route(method: &str, path: &str) -> (Route, Result<Handler, Error>) {
     let segments: Vec<&str> = path
         .split('/')
         .filter(|segment| !segment.is_empty())
         .collect();
     let is_get = matches!(method, "GET" | "HEAD");
     match (method, segments.as_slice()) {
-        ("POST", ["webhook"]) => ("/webhook", Ok(handlers::webhook::post)),
-        (_, ["webhook"]) => ("/webhook", Err(Error::MethodNotAllowed(POST))),
-        (_, ["messages"]) if is_get => ("/messages", Ok(handlers::messages::list)),
-        (_, ["messages"]) => ("/messages", Err(Error::MethodNotAllowed(GET))),
-        (_, ["stats"]) if is_get => ("/stats", Ok(handlers::stats::get)),
-        (_, ["stats"]) => ("/stats", Err(Error::MethodNotAllowed(GET))),
-        (_, ["health", "live"]) if is_get => ("/health/live", Ok(handlers::health::live)),
-        (_, ["health", "live"]) => ("/health/live", Err(Error::MethodNotAllowed(GET))),
-        (_, ["health", "ready"]) if is_get => ("/health/ready", Ok(handlers::health::ready)),
-        (_, ["health", "ready"]) => ("/health/ready", Err(Error::MethodNotAllowed(GET))),
-        (_, ["metrics"]) if is_get => ("/metrics", Ok(handlers::health::metrics)),
-        (_, ["metrics"]) => ("/metrics", Err(Error::MethodNotAllowed(GET))),
-        _ => (UNMATCHED, Err(Error::NotFound)),
+        ("POST", ["webhook"]) => (Route::Webhook, Ok(handlers::webhook::post)),
+        (_, ["webhook"]) => (Route::Webhook, Err(Error::MethodNotAllowed(POST))),
+        (_, ["messages"]) if is_get => (Route::Messages, Ok(handlers::messages::list)),
+        (_, ["messages"]) => (Route::Messages, Err(Error::MethodNotAllowed(GET))),
+        (_, ["stats"]) if is_get => (Route::Stats, Ok(handlers::stats::get)),
+        (_, ["stats"]) => (Route::Stats, Err(Error::MethodNotAllowed(GET))),
+        (_, ["health", "live"]) if is_get => (Route::Live, Ok(handlers::health::live)),
+        (_, ["health", "live"]) => (Route::Live, Err(Error::MethodNotAllowed(GET))),
+        (_, ["health", "ready"]) if is_get => (Route::Ready, Ok(handlers::health::ready)),
+        (_, ["health", "ready"]) => (Route::Ready, Err(Error::MethodNotAllowed(GET))),
+        (_, ["metrics"]) if is_get => (Route::Metrics, Ok(handlers::health::metrics)),
+        (_, ["metrics"]) => (Route::Metrics, Err(Error::MethodNotAllowed(GET))),
+        _ => (Route::Unmatched, Err(Error::NotFound)),
     }
 }
 
@@ -45,7 +90,10 @@ mod tests {
     fn name(method: &str, target: &str) -> (&'static str, u16) {
         let request = Request::new(method, target, b"");
         let (route, result) = route(&request.method, &request.path);
-        (route, result.err().map_or(200, |error| error.status()))
+        (
+            route.label(),
+            result.err().map_or(200, |error| error.status()),
+        )
     }
 
     #[test]
@@ -59,5 +107,20 @@ mod tests {
         assert_eq!(name("GET", "/health"), (UNMATCHED, 404));
         assert_eq!(name("GET", "/webhook/extra"), (UNMATCHED, 404));
         assert_eq!(name("GET", "/messages/"), ("/messages", 200));
+    }
+
+    #[test]
+    fn reads_take_the_query_lane_and_everything_else_the_fast_one() {
+        assert_eq!(route("GET", "/messages").0.lane(), Lane::Query);
+        assert_eq!(route("GET", "/stats").0.lane(), Lane::Query);
+        for path in [
+            "/webhook",
+            "/health/live",
+            "/health/ready",
+            "/metrics",
+            "/nope",
+        ] {
+            assert_eq!(route("GET", path).0.lane(), Lane::Fast, "{path}");
+        }
     }
 }

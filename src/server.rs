@@ -1,28 +1,31 @@
-//! Starting and stopping the server: the listener, the dispatcher, the worker pool.
+//! Starting and stopping the server: the listener, the lanes, the worker pool, the writer.
 //!
 //! `start` opens and migrates the database (that connection becomes the writer's), opens one
 //! connection per worker, binds the listener, and only then spawns threads, so every startup
-//! problem is reported before anything serves. The dispatcher moves requests from tiny_http onto
-//! a *bounded* queue; when it is full the dispatcher answers 503 itself instead of letting work
-//! pile up without limit.
+//! problem is reported before anything serves.
+//!
+//! Who waits for whom: each connection's own thread (in `tiny_http::serve`) reads a whole request,
+//! then calls `answer` below, which puts it on a *bounded* lane queue (or answers 503 itself when
+//! the lane is full) and waits for the response; then the connection thread writes it. Workers
+//! only compute, so a slow or hostile client holds its own thread and nobody else's.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 
 use crate::config::Config;
 use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
-use crate::handlers::WebhookNote;
-use crate::http;
-use crate::listener;
-use crate::metrics::{Metrics, Queue, WebhookResult};
-use crate::router;
-use crate::worker::{self, Job, Outcome, Shared};
+use crate::http::{self, Response};
+use crate::metrics::{Metrics, Queue};
+use crate::router::{self, Lane};
+use crate::state::{Shared, StorageHealth};
+use crate::worker::{self, Job, Pending, Queues};
 use crate::writer;
 
 /// Why the server could not start.
@@ -48,11 +51,16 @@ impl std::error::Error for StartError {}
 /// A running server. Dropping it shuts it down gracefully, like `shutdown`.
 pub struct ServerHandle {
     addr: SocketAddr,
-    listener: Arc<tiny_http::Server>,
-    dispatcher: Option<JoinHandle<()>>,
+    serving: Option<Serving>,
+    /// Dropped to tell the workers to stop.
+    stop: Option<Sender<()>>,
+    /// Kept so jobs still queued after the workers stopped can be dropped (their connections
+    /// then answer 503 instead of waiting).
+    lanes: [Receiver<Job>; 2],
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     failure: Receiver<String>,
+    grace: Duration,
 }
 
 impl ServerHandle {
@@ -61,24 +69,33 @@ impl ServerHandle {
         self.addr
     }
 
-    /// Receives a message if the listener fails for good and the server can no longer accept.
+    /// Receives a message if the server can no longer accept connections.
     pub fn failure(&self) -> &Receiver<String> {
         &self.failure
     }
 
-    /// Stops accepting, lets the workers finish every request already accepted and the writer
-    /// commit and answer every message handed to it, closes every database connection, and
-    /// returns when all threads have ended.
+    /// Stops accepting at once (the port closes before this returns) and cuts idle connections;
+    /// lets every request already read finish and its answer go out with `Connection: close`,
+    /// within 60% of the grace period; lets the writer commit and answer every message handed
+    /// to it; closes every database connection, and returns when all threads have ended.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(dispatcher) = self.dispatcher.take() else {
+        let Some(mut serving) = self.serving.take() else {
             return;
         };
-        self.listener.unblock();
-        let _ = dispatcher.join();
+        serving.stop();
+        if !serving.wait_closed(self.grace.mul_f32(0.6)) {
+            log::warn!(
+                open = serving.open_connections();
+                "connections still busy at the end of their share of the grace period; cutting them"
+            );
+            serving.cut_all();
+            serving.wait_closed(Duration::from_secs(1));
+        }
+        drop(self.stop.take());
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
@@ -87,6 +104,9 @@ impl ServerHandle {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        for lane in &self.lanes {
+            lane.try_iter().for_each(drop);
+        }
     }
 }
 
@@ -94,6 +114,12 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The request queues between connection threads and workers.
+struct Lanes {
+    fast: Sender<Job>,
+    query: Sender<Job>,
 }
 
 /// Starts a server for `config` and returns once it is accepting connections.
@@ -108,45 +134,51 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         .map(|_| Db::open(&config))
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
-
-    let listener = listener::bind(&config.host, config.port, config.read_timeout)
-        .map_err(|error| error.to_string())
-        .and_then(|socket| {
-            tiny_http::Server::from_listener(socket, None).map_err(|error| error.to_string())
-        })
-        .map_err(|error| {
-            StartError::Listen(format!(
-                "cannot listen on HOST={} PORT={}: {error}",
-                config.host, config.port
-            ))
-        })?;
-    let addr = listener
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| StartError::Listen("listener has no IP address".to_owned()))?;
-    let listener = Arc::new(listener);
+    let listen_at = format!("HOST={} PORT={}", config.host, config.port);
+    let listen_error = |error: std::io::Error| {
+        StartError::Listen(format!("cannot listen on {listen_at}: {error}"))
+    };
+    let listener = crate::listener::bind(&config.host, config.port).map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
 
     if config.webhook_secret.is_none() {
         log::warn!(
             "WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready is not ready"
         );
     }
+    let max_connections = connection_limit(&config);
+    let reserved = reserved_workers(config.workers);
     log::info!(
         addr:% = addr,
         database:% = config.database_path.display(),
         schema_version = SCHEMA_VERSION,
         workers = config.workers,
+        fast_lane_only_workers = reserved,
+        max_connections = max_connections,
         queue_capacity = config.queue_capacity,
         max_body_bytes = config.max_body_bytes,
         synchronous = config.durability.as_pragma();
         "listening"
     );
+    let limits = Limits {
+        idle_timeout: config.read_timeout,
+        header_timeout: config.header_timeout,
+        body_timeout: config.read_timeout,
+        write_timeout: config.write_timeout,
+        max_body: config.max_body_bytes,
+        max_head_bytes: MAX_HEAD_BYTES,
+        max_headers: MAX_HEADERS,
+        max_connections,
+    };
+    let grace = config.shutdown_grace;
 
-    let (sender, receiver) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+    let (fast, fast_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+    let (query, query_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),
-        storage: writer::StorageHealth::default(),
+        storage: StorageHealth::default(),
     });
     let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
     let workers = connections
@@ -154,99 +186,163 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         .enumerate()
         .map(|(index, db)| {
             let shared = Arc::clone(&shared);
-            let receiver = receiver.clone();
+            let queues = Queues {
+                fast: fast_jobs.clone(),
+                // The first `reserved` workers never take reads, so webhooks always have one.
+                query: if index < reserved {
+                    crossbeam_channel::never()
+                } else {
+                    query_jobs.clone()
+                },
+                stop: stopped.clone(),
+                completions: completions.clone(),
+            };
             let writer = writer.clone();
-            let completions = completions.clone();
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker::run(shared, db, writer, receiver, completions))
+                .spawn(move || worker::run(shared, db, writer, queues))
                 .expect("spawning a worker thread")
         })
         .collect();
     drop(writer);
+
     let (failure_sender, failure) = crossbeam_channel::bounded(1);
-    let dispatcher = {
-        let listener = Arc::clone(&listener);
-        thread::Builder::new()
-            .name("dispatcher".to_owned())
-            .spawn(move || dispatch(&listener, &shared, &sender, &failure_sender))
-            .expect("spawning the dispatcher thread")
-    };
+    let observer = Arc::new(Connections {
+        shared: Arc::clone(&shared),
+        failure: failure_sender,
+    });
+    let lanes = Lanes { fast, query };
+    let handler_shared = Arc::clone(&shared);
+    let handler: serve::Handler =
+        Arc::new(move |incoming| answer(&handler_shared, &lanes, incoming));
+    let serving = serve::serve(listener, limits, handler, observer).map_err(listen_error)?;
     Ok(ServerHandle {
         addr,
-        listener,
-        dispatcher: Some(dispatcher),
+        serving: Some(serving),
+        stop: Some(stop),
+        lanes: [fast_jobs, query_jobs],
         workers,
         writer: Some(writer_thread),
         failure,
+        grace,
     })
 }
 
-/// Moves requests from the listener to the worker queue until `unblock` is called or the
-/// listener fails. Returning drops the queue's sender, which lets the workers drain and stop.
-fn dispatch(
-    listener: &tiny_http::Server,
-    shared: &Shared,
-    queue: &Sender<Job>,
-    failure: &Sender<String>,
-) {
-    loop {
-        match listener.recv() {
-            Ok(request) => enqueue(shared, queue, request),
-            // `unblock` during shutdown makes `recv` fail with "thread unblocked".
-            Err(error) if error.to_string() == "thread unblocked" => break,
-            Err(error) => {
-                let message = format!("listener stopped accepting connections: {error}");
-                log::error!("{message}");
-                let _ = failure.try_send(message);
-                break;
+/// Largest request head (request line and headers); larger → 431.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines in one request; more → 431.
+const MAX_HEADERS: usize = 100;
+
+/// A quarter of the workers, at least one, serve only the fast lane: a burst of slow reads can
+/// take the others, never these, so webhooks and probes do not queue behind reads.
+fn reserved_workers(workers: usize) -> usize {
+    if workers == 1 {
+        0
+    } else {
+        (workers / 4).max(1)
+    }
+}
+
+/// `HOOKBOX_MAX_CONNECTIONS`, lowered when the descriptor limit could not hold that many (each
+/// connection holds one; the databases, the listener and stdio need some more).
+fn connection_limit(config: &Config) -> usize {
+    let spare = 64 + 2 * config.workers as u64;
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) if soft.saturating_sub(spare) < config.max_connections as u64 => {
+            let lowered = soft.saturating_sub(spare).max(1) as usize;
+            log::warn!(
+                configured = config.max_connections,
+                lowered = lowered,
+                open_file_limit = soft;
+                "HOOKBOX_MAX_CONNECTIONS lowered to fit the open file limit"
+            );
+            lowered
+        }
+        _ => config.max_connections,
+    }
+}
+
+/// Runs on a connection's own thread once it has read a whole request: hands it to a worker on
+/// its lane and waits for the response. Requests that need no worker — no such route, a body
+/// that never came — are answered right here.
+fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
+    let received = Instant::now();
+    let request = http::from_incoming(incoming, shared.config.max_body_bytes);
+    let request_id = request.request_id.clone();
+    let (route, handler) = router::route(&request.method, &request.path);
+    let (reply, response) = crossbeam_channel::bounded::<Response>(1);
+    let pending = Pending {
+        reply,
+        route,
+        method: request.method.clone(),
+        path: request.path.clone(),
+        request_id: request.request_id.clone(),
+        received,
+    };
+    // A body cut short, timed out or in an unknown encoding can serve no handler. (One that is
+    // too large goes on: the webhook handler answers 503 for a missing secret before 413.)
+    let handler = match request.body() {
+        Err(error) if !matches!(error, Error::PayloadTooLarge { .. }) => Err(error),
+        _ => handler,
+    };
+    match handler {
+        Err(error) => worker::finish(shared, pending, None, Err(error)),
+        Ok(handler) => {
+            let lane = match route.lane() {
+                Lane::Fast => &lanes.fast,
+                Lane::Query => &lanes.query,
+            };
+            shared.metrics.queue_depth.inc();
+            let job = Job {
+                request,
+                handler,
+                pending,
+            };
+            if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+                lane.try_send(job)
+            {
+                shared.metrics.queue_depth.dec();
+                shared.metrics.observe_shed(Queue::Workers);
+                let busy = Error::Unavailable("server busy, retry later");
+                worker::finish(shared, job.pending, None, Err(busy));
             }
         }
     }
-    // Requests accepted before the stop are still answered, by the workers as usual.
-    while let Ok(Some(request)) = listener.try_recv() {
-        enqueue(shared, queue, request);
-    }
-}
-
-fn enqueue(shared: &Shared, queue: &Sender<Job>, request: tiny_http::Request) {
-    let job = Job {
-        request,
-        received: Instant::now(),
-    };
-    shared.metrics.queue_depth.inc();
-    match queue.try_send(job) {
-        Ok(()) => {}
-        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-            shared.metrics.queue_depth.dec();
-            shared.metrics.observe_shed(Queue::Workers);
-            shed(shared, job);
-        }
-    }
-}
-
-/// Answers 503 + `Retry-After` without reading the body: the queue is full.
-fn shed(shared: &Shared, job: Job) {
-    let path = job.request.url().split('?').next().unwrap_or("").to_owned();
-    let method = job.request.method().as_str().to_owned();
-    let request_id = http::request_id_of(&job.request);
-    let (route, _) = router::route(&method, &path);
-    let note = (route == "/webhook").then_some(WebhookNote {
-        message_id: None,
-        result: WebhookResult::Unavailable,
+    // Every job is answered by a worker, or dropped unanswered only by a bug caught in a worker
+    // or the writer (then: 500), or at the very end of a shutdown (then: 503).
+    let response = response.recv().unwrap_or_else(|_| {
+        Error::Internal("request dropped unanswered".to_owned()).into_response()
     });
-    let outcome = Outcome {
-        route,
-        method: &method,
-        path: &path,
-        request_id: &request_id,
-        received: job.received,
-        webhook: note.as_ref(),
-    };
-    worker::finish(
-        shared,
-        job.request,
-        outcome,
-        Err(Error::Unavailable("server busy, retry later")),
-    );
+    http::into_outgoing(response, &request_id)
+}
+
+/// Connection events, counted in metrics.
+struct Connections {
+    shared: Arc<Shared>,
+    failure: Sender<String>,
+}
+
+impl Observer for Connections {
+    fn opened(&self) {
+        self.shared.metrics.connections_open.inc();
+    }
+
+    fn refused(&self) {
+        self.shared.metrics.connections_refused.inc();
+    }
+
+    fn closed(&self, reason: CloseReason) {
+        self.shared.metrics.connections_open.dec();
+        self.shared.metrics.observe_closed(reason.as_str());
+    }
+
+    fn accept_failed(&self, error: &std::io::Error) {
+        log::warn!("accept failed, retrying: {error}");
+    }
+
+    fn stopped_accepting(&self, why: &str) {
+        let message = format!("listener stopped accepting connections: {why}");
+        log::error!("{message}");
+        let _ = self.failure.try_send(message);
+    }
 }

@@ -1,50 +1,68 @@
-//! A worker: takes requests off the bounded queue and answers each one.
+//! A worker: takes requests that their connection threads have read whole off the lane queues,
+//! runs their handlers, and hands each answer back. It never touches a socket.
 //!
-//! For every request, in this order and nowhere else: copy it into our own `Request` (reading the
-//! body up to the limit), route, call the handler inside `catch_unwind`, then either hand a valid
-//! webhook message to the writer (which answers once it is committed), or turn the handler's
-//! result into a response here; `finish` writes it, counts it and writes its one log line.
+//! For every request, in this order and nowhere else: call the handler inside `catch_unwind`,
+//! then either hand a valid webhook message to the writer (a worker answers it once it is
+//! committed), or turn the handler's result into a response; `finish` counts it, writes its one
+//! log line and sends the response to the connection thread, which writes it to the client.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, select_biased};
+use crossbeam_channel::{Receiver, Sender, select_biased};
 
-use crate::config::Config;
 use crate::db::Db;
 use crate::error::Error;
 use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
 use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
-use crate::metrics::{Metrics, Queue, WebhookResult};
-use crate::router;
-use crate::writer::{Completion, StorageHealth, Ticket, Writer};
+use crate::metrics::{Queue, WebhookResult};
+use crate::router::Route;
+use crate::state::Shared;
+use crate::writer::{Completion, Ticket, Writer};
 
-/// What every thread of one server shares.
-pub struct Shared {
-    pub config: Config,
-    pub metrics: Metrics,
-    pub storage: StorageHealth,
+/// A request read whole by its connection thread, waiting for a worker.
+pub struct Job {
+    pub request: http::Request,
+    pub handler: Handler,
+    pub pending: Pending,
 }
 
-/// A request handed from the dispatcher to a worker, stamped with when it was accepted.
-pub struct Job {
-    pub request: tiny_http::Request,
+/// What answering a request needs once its handler has run: where the response goes, and what
+/// to record about it. A webhook's `Pending` travels through the writer and back.
+pub struct Pending {
+    /// The connection thread waits on the other end (capacity 1: sending never blocks).
+    pub reply: Sender<Response>,
+    pub route: Route,
+    pub method: String,
+    pub path: String,
+    pub request_id: String,
     pub received: Instant,
 }
 
-/// Serves requests from `jobs` and answers stored messages from `completions` (first, so that
-/// finished work leaves before new work starts) until the dispatcher closes `jobs`; then keeps
-/// answering completions until the writer, having committed everything handed to it, stops.
-/// `db` is this worker's own connection (reads); messages to store go to `writer`.
-pub fn run(
-    shared: Arc<Shared>,
-    mut db: Db,
-    writer: Writer,
-    jobs: Receiver<Job>,
-    completions: Receiver<Completion>,
-) {
+/// Where one worker takes its work from.
+pub struct Queues {
+    /// Webhooks, probes and metrics.
+    pub fast: Receiver<Job>,
+    /// Reads; `crossbeam_channel::never()` for a worker reserved for the fast lane.
+    pub query: Receiver<Job>,
+    /// Disconnects when the server stops: the worker answers what is queued, then ends.
+    pub stop: Receiver<()>,
+    /// Committed messages to answer (first, so that finished work leaves before new work starts).
+    pub completions: Receiver<Completion<Pending>>,
+}
+
+/// Serves until `stop` disconnects; then answers whatever is still queued, lets go of its
+/// `Writer`, and keeps answering completions until the writer, having committed everything
+/// handed to it, stops. `db` is this worker's own connection (reads).
+pub fn run(shared: Arc<Shared>, mut db: Db, writer: Writer<Pending>, queues: Queues) {
+    let Queues {
+        fast,
+        query,
+        stop,
+        completions,
+    } = queues;
     loop {
         select_biased! {
             recv(completions) -> completion => {
@@ -52,12 +70,19 @@ pub fn run(
                     guarded(|| complete(&shared, completion));
                 }
             }
-            recv(jobs) -> job => {
-                let Ok(job) = job else { break };
-                shared.metrics.queue_depth.dec();
-                guarded(|| handle(&shared, &mut db, &writer, job));
-            }
+            recv(fast) -> job => match job {
+                Ok(job) => guarded(|| handle(&shared, &mut db, &writer, job)),
+                Err(_) => break,
+            },
+            recv(query) -> job => match job {
+                Ok(job) => guarded(|| handle(&shared, &mut db, &writer, job)),
+                Err(_) => break,
+            },
+            recv(stop) -> _ => break,
         }
+    }
+    for job in fast.try_iter().chain(query.try_iter()) {
+        guarded(|| handle(&shared, &mut db, &writer, job));
     }
     // This worker's `Writer` goes; once all are gone the writer drains, stops, and
     // disconnects `completions`.
@@ -67,8 +92,8 @@ pub fn run(
     }
 }
 
-/// Handler panics are contained in `handle`; this guards the glue around them, so that not even
-/// a bug in our own plumbing can end the worker.
+/// Handler panics are contained in `call`; this guards the glue around them, so that not even
+/// a bug in our own plumbing can end the worker. (The dropped reply answers a 500.)
 fn guarded(work: impl FnOnce()) {
     if panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
         log::error!("request handling panicked outside the handler; worker continues");
@@ -76,45 +101,27 @@ fn guarded(work: impl FnOnce()) {
 }
 
 /// Answers a message the writer has committed (or failed to).
-fn complete(shared: &Shared, completion: Completion) {
-    let Completion { ticket, stored } = completion;
+fn complete(shared: &Shared, completion: Completion<Pending>) {
+    let Completion {
+        token,
+        message_id,
+        stored,
+    } = completion;
     let (result, response) = webhook::answer(stored);
-    answer_ticket(shared, ticket, result, response);
-}
-
-/// Answers a webhook request that reached the writer's queue (or tried to).
-fn answer_ticket(
-    shared: &Shared,
-    ticket: Ticket,
-    result: WebhookResult,
-    response: Result<Response, Error>,
-) {
     let note = WebhookNote {
-        message_id: Some(ticket.message.message_id),
+        message_id: Some(message_id),
         result,
     };
-    let outcome = Outcome {
-        route: "/webhook",
-        method: &ticket.method,
-        path: &ticket.path,
-        request_id: &ticket.request_id,
-        received: ticket.received,
-        webhook: Some(&note),
-    };
-    finish(shared, ticket.request, outcome, response);
+    finish(shared, token, Some(note), response);
 }
 
-fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
+fn handle(shared: &Shared, db: &mut Db, writer: &Writer<Pending>, job: Job) {
+    shared.metrics.queue_depth.dec();
     let Job {
-        mut request,
-        received,
+        request,
+        handler,
+        pending,
     } = job;
-    let owned = http::from_tiny(
-        &mut request,
-        shared.config.max_body_bytes,
-        shared.config.read_timeout,
-    );
-    let (route, handler) = router::route(&owned.method, &owned.path);
     let mut ctx = Context {
         config: &shared.config,
         metrics: &shared.metrics,
@@ -122,29 +129,43 @@ fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
         db,
         webhook: None,
     };
-    let result = handler.and_then(|handler| call(handler, &mut ctx, &owned));
-    let result = match result {
+    let result = match call(handler, &mut ctx, &request) {
         Ok(Reply::Store(message)) => {
             let ticket = Ticket {
                 message,
-                request,
-                method: owned.method,
-                path: owned.path,
-                request_id: owned.request_id,
-                received,
+                token: pending,
             };
-            let Err(ticket) = writer.submit(ticket, shared) else {
-                return; // The writer answers once the message is committed.
-            };
-            shed_write(shared, *ticket);
-            return;
+            if let Err(ticket) = writer.submit(ticket, shared) {
+                // No room in the write queue: the sender retries later.
+                shared.metrics.observe_shed(Queue::Writes);
+                let note = WebhookNote {
+                    message_id: Some(ticket.message.message_id),
+                    result: WebhookResult::Unavailable,
+                };
+                let busy =
+                    Error::Unavailable("too many messages waiting to be stored, retry later");
+                finish(shared, ticket.token, Some(note), Err(busy));
+            }
+            return; // Answered once the message is committed.
         }
         Ok(Reply::Now(response)) => Ok(response),
         Err(error) => Err(error),
     };
-    let webhook_note = ctx.webhook.take();
-    let webhook = (route == "/webhook").then(|| {
-        webhook_note.unwrap_or_else(|| WebhookNote {
+    let note = ctx.webhook.take();
+    finish(shared, pending, note, result);
+}
+
+/// Counts and logs the request, then hands its response to the connection thread. Used by
+/// workers and, for requests answered without one (404, 405, a body that never came, a full
+/// queue), by the connection thread itself, so every request is recorded the same way.
+pub fn finish(
+    shared: &Shared,
+    pending: Pending,
+    note: Option<WebhookNote>,
+    result: Result<Response, Error>,
+) {
+    let webhook = (pending.route == Route::Webhook).then(|| {
+        note.unwrap_or_else(|| WebhookNote {
             message_id: None,
             result: match &result {
                 Ok(_) => WebhookResult::Error,
@@ -152,42 +173,6 @@ fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
             },
         })
     });
-    let outcome = Outcome {
-        route,
-        method: &owned.method,
-        path: &owned.path,
-        request_id: &owned.request_id,
-        received,
-        webhook: webhook.as_ref(),
-    };
-    finish(shared, request, outcome, result);
-}
-
-/// Answers 503 for a valid message the writer has no room for: the sender retries later.
-fn shed_write(shared: &Shared, ticket: Ticket) {
-    shared.metrics.observe_shed(Queue::Writes);
-    let busy = Error::Unavailable("too many messages waiting to be stored, retry later");
-    answer_ticket(shared, ticket, WebhookResult::Unavailable, Err(busy));
-}
-
-/// Who a response is for, and what to record about it.
-pub struct Outcome<'a> {
-    pub route: &'static str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub request_id: &'a str,
-    pub received: Instant,
-    pub webhook: Option<&'a WebhookNote>,
-}
-
-/// Writes the response, then counts and logs the request. Used by workers and, for requests it
-/// sheds, by the dispatcher, so every request is recorded the same way.
-pub fn finish(
-    shared: &Shared,
-    request: tiny_http::Request,
-    outcome: Outcome<'_>,
-    result: Result<Response, Error>,
-) {
     let (response, error) = match result {
         Ok(response) => (response, None),
         Err(error) => {
@@ -196,28 +181,28 @@ pub fn finish(
         }
     };
     let status = response.status;
-    if let Err(io_error) = request.respond(http::into_tiny(response, outcome.request_id)) {
-        log::debug!("could not write the response: {io_error}");
-    }
-    let latency_ms = outcome.received.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = pending.received.elapsed().as_secs_f64() * 1000.0;
+    // Counted before the answer leaves, so a client that reads its answer sees itself counted.
     shared
         .metrics
-        .observe_request(outcome.route, status, latency_ms);
-    if let Some(note) = outcome.webhook {
+        .observe_request(pending.route.label(), status, latency_ms);
+    if let Some(note) = &webhook {
         shared.metrics.observe_webhook(note.result);
     }
     logging::access(&AccessLine {
-        request_id: outcome.request_id,
-        method: outcome.method,
-        path: outcome.path,
+        request_id: &pending.request_id,
+        method: &pending.method,
+        path: &pending.path,
         status,
         latency_ms,
-        webhook: outcome.webhook.map(|note| WebhookFields {
+        webhook: webhook.as_ref().map(|note| WebhookFields {
             message_id: note.message_id.as_deref(),
             result: note.result,
         }),
         error,
     });
+    // The connection thread may be gone (its client vanished); then there is no one to tell.
+    let _ = pending.reply.try_send(response);
 }
 
 /// Runs a handler; a panic becomes `Error::Internal` (a logged 500) instead of unwinding further.
@@ -241,6 +226,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::state::StorageHealth;
 
     fn panicking(_: &mut Context<'_>, _: &http::Request) -> Result<Reply, Error> {
         panic!("boom at {}", 42)

@@ -1,9 +1,9 @@
 //! The writer: the one thread that writes messages to SQLite, committing them in groups.
 //!
-//! A worker validates a webhook message, then hands it to the writer together with the still
-//! unanswered tiny_http request, and goes on to its next request. The writer takes everything that
+//! A worker validates a webhook message, then hands it to the writer together with an opaque
+//! token (what the worker needs to answer it later), and goes on to its next request. The writer takes everything that
 //! is waiting (up to `HOOKBOX_MAX_BATCH`), inserts it in one `IMMEDIATE` transaction and commits
-//! once — one fsync under `synchronous=FULL` — and only then hands each request back to the
+//! once — one fsync under `synchronous=FULL` — and only then hands each token back to the
 //! workers with its outcome (`Completion`), who answer it: 200 for created or duplicate, 503 if the
 //! commit failed. One fsync covers a whole group, so throughput no longer stops at the disk's
 //! fsync rate, and still no 200 is written before the commit holding its row. Writing responses
@@ -20,44 +20,49 @@
 //! inside a commit, delaying that batch's answers.) At shutdown it empties the WAL (`TRUNCATE`).
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::db::{Db, Inserted};
 use crate::error::Error;
 use crate::message::Message;
+use crate::state::Shared;
 use crate::timestamp;
-use crate::worker::Shared;
 
-/// A validated message waiting to be stored, with the request to answer once it is.
-pub struct Ticket {
+/// A validated message waiting to be stored, with whatever its sender needs to answer it
+/// (`token`): the writer only carries it through.
+pub struct Ticket<T> {
     pub message: Message,
-    pub request: tiny_http::Request,
-    pub method: String,
-    pub path: String,
-    pub request_id: String,
-    pub received: Instant,
+    pub token: T,
 }
 
-/// A ticket whose commit has finished (or failed): ready to be answered by a worker.
-pub struct Completion {
-    pub ticket: Ticket,
+/// A ticket whose commit has finished (or failed): ready to be answered.
+pub struct Completion<T> {
+    pub token: T,
+    pub message_id: String,
     pub stored: Result<Inserted, Error>,
 }
 
 /// The workers' end of the write queue.
-#[derive(Clone)]
-pub struct Writer {
-    queue: Sender<Ticket>,
+pub struct Writer<T> {
+    queue: Sender<Ticket<T>>,
 }
 
-impl Writer {
+impl<T> Clone for Writer<T> {
+    fn clone(&self) -> Writer<T> {
+        Writer {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Writer<T> {
     /// Queues `ticket` for the next commit, or hands it back when the write queue is full (or
     /// the writer has stopped), so the caller can shed it with a 503.
-    pub fn submit(&self, ticket: Ticket, shared: &Shared) -> Result<(), Box<Ticket>> {
+    pub fn submit(&self, ticket: Ticket<T>, shared: &Shared) -> Result<(), Box<Ticket<T>>> {
         shared.metrics.write_queue_depth.inc();
         self.queue.try_send(ticket).map_err(|error| {
             shared.metrics.write_queue_depth.dec();
@@ -71,7 +76,10 @@ impl Writer {
 /// Starts the writer on its own connection. Finished tickets come back on the returned
 /// receiver. The writer stops once every `Writer` is dropped and the queue is drained; the
 /// completion channel then disconnects, after the last completion.
-pub fn spawn(shared: Arc<Shared>, db: Db) -> (Writer, Receiver<Completion>, JoinHandle<()>) {
+pub fn spawn<T: Send + 'static>(
+    shared: Arc<Shared>,
+    db: Db,
+) -> (Writer<T>, Receiver<Completion<T>>, JoinHandle<()>) {
     let (sender, receiver) = crossbeam_channel::bounded(shared.config.write_queue_capacity);
     // Unbounded, but never long: at most the write queue plus one batch of tickets exist.
     let (completed, completions) = crossbeam_channel::unbounded();
@@ -85,15 +93,20 @@ pub fn spawn(shared: Arc<Shared>, db: Db) -> (Writer, Receiver<Completion>, Join
 /// SQLite's own default threshold: about 4 MiB of WAL with 4 KiB pages.
 const CHECKPOINT_FRAMES: i32 = 1000;
 
-fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>, completed: &Sender<Completion>) {
+fn run<T>(
+    shared: &Shared,
+    mut db: Db,
+    queue: &Receiver<Ticket<T>>,
+    completed: &Sender<Completion<T>>,
+) {
     let max_batch = shared.config.max_batch;
     while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(queue.len() + 1));
         batch.push(first);
         batch.extend(queue.try_iter().take(max_batch - 1));
         shared.metrics.write_queue_depth.sub(batch.len() as i64);
-        // A panic drops the batch's requests unanswered, which tiny_http turns into 500s:
-        // never a 200, and the writer lives on for the next batch.
+        // A panic drops the batch's tokens unanswered, which their connections answer with a
+        // 500: never a 200, and the writer lives on for the next batch.
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
             commit(shared, &mut db, batch, completed);
         }));
@@ -112,7 +125,12 @@ fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>, completed: &Sender
 }
 
 /// Stores one batch in one transaction, then hands every ticket in it back for answering.
-fn commit(shared: &Shared, db: &mut Db, batch: Vec<Ticket>, completed: &Sender<Completion>) {
+fn commit<T>(
+    shared: &Shared,
+    db: &mut Db,
+    batch: Vec<Ticket<T>>,
+    completed: &Sender<Completion<T>>,
+) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
     let stored = db.insert_batch(batch.iter().map(|ticket| &ticket.message), &received_at);
@@ -127,50 +145,17 @@ fn commit(shared: &Shared, db: &mut Db, batch: Vec<Ticket>, completed: &Sender<C
         Err(error) => {
             let error = Error::from(error);
             log::error!(batch = batch.len(); "commit failed, answering the batch with an error: {error}");
-            shared.storage.record_failure(&error);
+            shared.storage.record_failure(error.to_string());
             batch.iter().map(|_| Err(error.clone())).collect()
         }
     };
     for (ticket, stored) in batch.into_iter().zip(results) {
         // Workers outlive the writer (they wait for its last completion), so this cannot fail
-        // while a worker is left to answer; if it ever did, dropping the request sends a 500.
-        let _ = completed.send(Completion { ticket, stored });
-    }
-}
-
-/// How long a failed commit keeps `/health/ready` at 503 when no later commit succeeds. Senders
-/// retry after `Retry-After`, and the first commit that succeeds clears it at once; the expiry
-/// only matters when nothing is retrying (a load balancer that stops sending to an unready
-/// instance would otherwise never see it recover).
-const FAILURE_SHOWN_FOR: Duration = Duration::from_secs(30);
-
-/// What the writer last learned about the store, for `/health/ready`.
-#[derive(Default)]
-pub struct StorageHealth {
-    last_failure: Mutex<Option<(Instant, String)>>,
-}
-
-impl StorageHealth {
-    fn record_success(&self) {
-        *self.lock() = None;
-    }
-
-    fn record_failure(&self, error: &Error) {
-        *self.lock() = Some((Instant::now(), error.to_string()));
-    }
-
-    /// The last commit failure, if no commit has succeeded since and it is recent.
-    pub fn problem(&self) -> Option<String> {
-        self.lock()
-            .as_ref()
-            .filter(|(when, _)| when.elapsed() < FAILURE_SHOWN_FOR)
-            .map(|(_, why)| format!("the last write failed: {why}"))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
-        // A poisoned lock only means a panic elsewhere; the value is still a plain Option.
-        self.last_failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // while a worker is left to answer; if it ever did, the dropped token answers a 500.
+        let _ = completed.send(Completion {
+            token: ticket.token,
+            message_id: ticket.message.message_id,
+            stored,
+        });
     }
 }

@@ -12,7 +12,7 @@ pub fn live(_ctx: &mut Context<'_>, _request: &Request) -> Result<Reply, Error> 
 }
 
 /// 200 only when the secret is set, the database answers with the expected schema, and the
-/// last write did not fail (see `writer::StorageHealth`).
+/// last write did not fail (see `state::StorageHealth`).
 pub fn ready(ctx: &mut Context<'_>, _request: &Request) -> Result<Reply, Error> {
     let problem = if ctx.config.webhook_secret.is_none() {
         Some("webhook secret not configured".to_owned())

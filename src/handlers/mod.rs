@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
 use crate::metrics::{Metrics, WebhookResult};
-use crate::writer::StorageHealth;
+use crate::state::StorageHealth;
 
 /// Every handler has this shape, so the router can hand one back as a plain `fn` pointer.
 pub type Handler = fn(&mut Context<'_>, &Request) -> Result<Reply, Error>;

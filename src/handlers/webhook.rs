@@ -64,7 +64,9 @@ pub fn result_of(error: &Error) -> WebhookResult {
         Error::Unauthorized => WebhookResult::InvalidSignature,
         Error::Unprocessable(_) => WebhookResult::ValidationError,
         Error::PayloadTooLarge { .. } => WebhookResult::TooLarge,
-        Error::BadRequest(_) | Error::RequestTimeout => WebhookResult::BadRequest,
+        Error::BadRequest(_) | Error::RequestTimeout | Error::NotImplemented => {
+            WebhookResult::BadRequest
+        }
         Error::MethodNotAllowed(_) => WebhookResult::MethodNotAllowed,
         Error::Unavailable(_) | Error::StorageUnavailable(_) => WebhookResult::Unavailable,
         Error::NotFound | Error::Internal(_) => WebhookResult::Error,

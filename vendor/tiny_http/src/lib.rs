@@ -90,6 +90,16 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
+// hookbox fork: upstream's code predates these lints. Its style is kept as it is, so upstream's
+// files still diff cleanly against ours; our own code (serve.rs) is held to all of clippy.
+#![allow(
+    clippy::doc_overindented_list_items,
+    clippy::unnecessary_map_or,
+    clippy::io_other_error,
+    clippy::needless_borrow,
+    clippy::never_loop,
+    clippy::unbuffered_bytes
+)]
 
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use zeroize::Zeroizing;
@@ -121,6 +131,7 @@ mod common;
 mod connection;
 mod request;
 mod response;
+pub mod serve;
 mod ssl;
 mod test;
 mod util;
@@ -159,11 +170,12 @@ impl From<Request> for Message {
     }
 }
 
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
+// hookbox fork: this was a never-used trait whose impl made sure `Server` is `Sync + Send`
+// (a dead-code warning on current Rust); a const assertion says the same.
+const _: fn() = || {
+    fn must_be_sync_send<T: Sync + Send>() {}
+    must_be_sync_send::<Server>();
+};
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
@@ -291,74 +303,74 @@ impl Server {
         let panic_messages = messages.clone();
         thread::spawn(move || {
             let accept_loop = std::panic::AssertUnwindSafe(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+                // a tasks pool is used to dispatch the connections into threads
+                let tasks_pool = util::TaskPool::new();
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let streams = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    let new_client = match server.accept() {
+                        Ok((sock, _)) => {
+                            use util::RefinedTcpStream;
+                            let streams = match ssl {
+                                None => RefinedTcpStream::new(sock),
+                                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                                Some(ref ssl) => {
+                                    // trying to apply SSL over the connection
+                                    // if an error occurs, we just close the socket and resume listening
+                                    let sock = match ssl.accept(sock) {
+                                        Ok(s) => s,
+                                        Err(_) => continue,
+                                    };
 
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-                        // hookbox patch: out of descriptors for the socket's duplicate: drop
-                        // this connection, back off, keep accepting.
-                        let (read_closable, write_closable) = match streams {
-                            Ok(streams) => streams,
-                            Err(e) => {
-                                log::warn!("dropping a new connection: {}", e);
-                                thread::sleep(std::time::Duration::from_millis(20));
-                                continue;
-                            }
-                        };
+                                    RefinedTcpStream::new(sock)
+                                }
+                                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                                Some(ref _ssl) => unreachable!(),
+                            };
+                            // hookbox patch: out of descriptors for the socket's duplicate: drop
+                            // this connection, back off, keep accepting.
+                            let (read_closable, write_closable) = match streams {
+                                Ok(streams) => streams,
+                                Err(e) => {
+                                    log::warn!("dropping a new connection: {}", e);
+                                    thread::sleep(std::time::Duration::from_millis(20));
+                                    continue;
+                                }
+                            };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
+                            Ok(ClientConnection::new(write_closable, read_closable))
+                        }
+                        Err(e) => Err(e),
+                    };
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
+                    match new_client {
+                        Ok(client) => {
+                            let messages = inside_messages.clone();
+                            let mut client = Some(client);
+                            tasks_pool.spawn(Box::new(move || {
+                                if let Some(client) = client.take() {
+                                    // Synchronization is needed for HTTPS requests to avoid a deadlock
+                                    if client.secure() {
+                                        let (sender, receiver) = mpsc::channel();
+                                        for rq in client {
+                                            messages
+                                                .push(rq.with_notify_sender(sender.clone()).into());
+                                            receiver.recv().unwrap();
+                                        }
+                                    } else {
+                                        for rq in client {
+                                            messages.push(rq.into());
+                                        }
                                     }
                                 }
-                            }
-                        }));
-                    }
+                            }));
+                        }
 
-                    // hookbox patch: upstream pushed the error to `recv()` and ended the accept
-                    // thread for good, so one EMFILE left a live process that accepted nothing.
-                    // Out of descriptors, aborted handshakes and listener timeouts all pass:
-                    // back off briefly (descriptors free up as connections close) and go on.
-                    Err(e) => {
-                        match e.kind() {
+                        // hookbox patch: upstream pushed the error to `recv()` and ended the accept
+                        // thread for good, so one EMFILE left a live process that accepted nothing.
+                        // Out of descriptors, aborted handshakes and listener timeouts all pass:
+                        // back off briefly (descriptors free up as connections close) and go on.
+                        Err(e) => match e.kind() {
                             std::io::ErrorKind::WouldBlock
                             | std::io::ErrorKind::TimedOut
                             | std::io::ErrorKind::Interrupted
@@ -367,11 +379,10 @@ impl Server {
                                 log::warn!("accept failed, retrying: {}", e);
                                 thread::sleep(std::time::Duration::from_millis(20));
                             }
-                        }
+                        },
                     }
                 }
-            }
-            log::debug!("Terminating accept thread");
+                log::debug!("Terminating accept thread");
             });
             if std::panic::catch_unwind(accept_loop).is_err() {
                 panic_messages.push(

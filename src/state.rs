@@ -1,0 +1,52 @@
+//! What every thread of one server shares: the settings, the metrics, and what the writer last
+//! learned about the store. Its own module so the worker and the writer can both use it without
+//! naming each other.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub storage: StorageHealth,
+}
+
+/// How long a failed commit keeps `/health/ready` at 503 when no later commit succeeds. Senders
+/// retry after `Retry-After`, and the first commit that succeeds clears it at once; the expiry
+/// only matters when nothing is retrying (a load balancer that stops sending to an unready
+/// instance would otherwise never see it recover).
+const FAILURE_SHOWN_FOR: Duration = Duration::from_secs(30);
+
+/// What the writer last learned about the store, for `/health/ready`.
+#[derive(Default)]
+pub struct StorageHealth {
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+impl StorageHealth {
+    pub fn record_success(&self) {
+        *self.lock() = None;
+    }
+
+    pub fn record_failure(&self, why: String) {
+        *self.lock() = Some((Instant::now(), why));
+    }
+
+    /// The last commit failure, if no commit has succeeded since and it is recent.
+    pub fn problem(&self) -> Option<String> {
+        self.lock()
+            .as_ref()
+            .filter(|(when, _)| when.elapsed() < FAILURE_SHOWN_FOR)
+            .map(|(_, why)| format!("the last write failed: {why}"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        // A poisoned lock only means a panic elsewhere; the value is still a plain Option.
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
