@@ -51,6 +51,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Budget of one read query (`/messages`, `/stats`); past it the read answers 503.
     pub query_timeout: Duration,
+    /// Reads are refused (503) while answers of more than this many bytes wait for clients that
+    /// are not reading them.
+    pub max_held_answer_bytes: usize,
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -206,6 +209,9 @@ impl Config {
                 2000,
                 1..=3_600_000,
             )?),
+            max_held_answer_bytes: number(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?
+                * 1024
+                * 1024,
         })
     }
 
@@ -380,6 +386,7 @@ mod tests {
             ("HOOKBOX_WRITE_TIMEOUT_SECS", "x"),
             ("HOOKBOX_MAX_CONNECTIONS", "0"),
             ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
+            ("HOOKBOX_MAX_HELD_ANSWERS_MIB", "4097"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();

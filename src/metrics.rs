@@ -81,10 +81,13 @@ pub struct Metrics {
 /// Which bounded queue was full when a request was shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
-    /// The dispatcher → workers queue (`HOOKBOX_QUEUE_CAPACITY`).
+    /// A lane from the connection threads to the workers (`HOOKBOX_QUEUE_CAPACITY` each).
     Workers,
     /// The workers → writer queue (`HOOKBOX_WRITE_QUEUE_CAPACITY`).
     Writes,
+    /// Not a queue: answers already held for clients that are not reading (see
+    /// `state::MAX_HELD_ANSWER_BYTES`); reads are refused until they drain.
+    Answers,
 }
 
 impl Metrics {
@@ -127,7 +130,7 @@ impl Metrics {
         let shed = IntCounterVec::new(
             Opts::new(
                 "hookbox_shed_total",
-                "Requests answered 503 without processing because a queue was full, by queue.",
+                "Requests answered 503 without processing because a queue was full, by queue (workers, writes; answers: too many unread answers held).",
             ),
             &["queue"],
         )
@@ -191,7 +194,7 @@ impl Metrics {
         for result in WebhookResult::ALWAYS_EXPORTED {
             webhook_requests.with_label_values(&[result.as_str()]);
         }
-        for queue in ["workers", "writes"] {
+        for queue in ["workers", "writes", "answers"] {
             shed.with_label_values(&[queue]);
         }
         Metrics {
@@ -219,6 +222,7 @@ impl Metrics {
         let label = match queue {
             Queue::Workers => "workers",
             Queue::Writes => "writes",
+            Queue::Answers => "answers",
         };
         self.shed.with_label_values(&[label]).inc();
     }

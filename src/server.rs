@@ -12,6 +12,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -179,6 +180,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         config,
         metrics: Metrics::new(),
         storage: StorageHealth::default(),
+        held_answer_bytes: AtomicUsize::new(0),
     });
     let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
     let workers = connections
@@ -292,6 +294,14 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
                 Lane::Fast => &lanes.fast,
                 Lane::Query => &lanes.query,
             };
+            let held = shared.held_answer_bytes.load(Ordering::Relaxed);
+            if route.lane() == Lane::Query && held > shared.config.max_held_answer_bytes {
+                shared.metrics.observe_shed(Queue::Answers);
+                let busy =
+                    Error::Unavailable("too many answers waiting for their clients, retry later");
+                worker::finish(shared, pending, None, Err(busy));
+                return respond(shared, response, &request_id);
+            }
             shared.metrics.queue_depth.inc();
             let job = Job {
                 request,
@@ -308,12 +318,21 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
             }
         }
     }
+    respond(shared, response, &request_id)
+}
+
+/// Waits for the answer and hands it to the connection thread, counting its body as held until
+/// the connection says it is written (`Observer::answered`).
+fn respond(shared: &Shared, response: Receiver<Response>, request_id: &str) -> Outgoing {
     // Every job is answered by a worker, or dropped unanswered only by a bug caught in a worker
-    // or the writer (then: 500), or at the very end of a shutdown (then: 503).
+    // or the writer (then: 500), or at the very end of a shutdown.
     let response = response.recv().unwrap_or_else(|_| {
         Error::Internal("request dropped unanswered".to_owned()).into_response()
     });
-    http::into_outgoing(response, &request_id)
+    shared
+        .held_answer_bytes
+        .fetch_add(response.body.len(), Ordering::Relaxed);
+    http::into_outgoing(response, request_id)
 }
 
 /// Connection events, counted in metrics.
@@ -334,6 +353,12 @@ impl Observer for Connections {
     fn closed(&self, reason: CloseReason) {
         self.shared.metrics.connections_open.dec();
         self.shared.metrics.observe_closed(reason.as_str());
+    }
+
+    fn answered(&self, body_bytes: usize) {
+        self.shared
+            .held_answer_bytes
+            .fetch_sub(body_bytes, Ordering::Relaxed);
     }
 
     fn accept_failed(&self, error: &std::io::Error) {

@@ -3,6 +3,7 @@
 //! naming each other.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -12,6 +13,12 @@ pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
     pub storage: StorageHealth,
+    /// Bytes of answer bodies handed to connection threads and not yet written to their clients.
+    /// A client that does not read holds its answer until the write deadline; reads are refused
+    /// while this is over `HOOKBOX_MAX_HELD_ANSWERS_MIB`, so such clients cannot make us hold
+    /// without bound the pages they asked for (one page of `/messages` is up to ~2.5 MiB).
+    /// Honest clients take their answers at once, so they never get near it.
+    pub held_answer_bytes: AtomicUsize,
 }
 
 /// How long a failed commit keeps `/health/ready` at 503 when no later commit succeeds. Senders

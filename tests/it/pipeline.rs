@@ -648,6 +648,74 @@ fn never_reading_clients_lose_their_connections_and_nobody_else_notices() {
     assert_eq!(closed, Some(4.0), "write_timeout closes counted");
 }
 
+/// Answers held for clients that do not read count against `HOOKBOX_MAX_HELD_ANSWERS_MIB`: past
+/// it, reads are refused with 503 + `Retry-After` (webhooks and probes never are), and once the
+/// never-reader is gone, reads are served again.
+#[test]
+fn reads_are_refused_while_unread_answers_are_held_over_the_budget() {
+    let write_deadline = Duration::from_secs(2);
+    let server = Bounded::start(|config| {
+        config.write_timeout = write_deadline;
+        config.durability = Durability::Normal;
+        config.max_held_answer_bytes = 0;
+    });
+    let text = "e".repeat(4000);
+    let mut seeder = Conn::open(server.addr);
+    for i in 0..100 {
+        let id = format!("seed-{i}");
+        let body = message(&id, "+1", "2025-01-15T10:00:00Z", Some(&text));
+        seeder.send(&signed_webhook(body.as_bytes(), "seed"));
+        assert_eq!(seeder.next(BOUND).resp("seeding").status, 200);
+    }
+    // ~400 KB answers, pipelined and never read: the kernel's buffers fill, then the connection
+    // thread holds the next answer until its write deadline.
+    let reads: Vec<u8> = (0..40)
+        .flat_map(|_| request("GET", "/messages?limit=100", &[], b""))
+        .collect();
+    let mut never_reader = Conn::open(server.addr);
+    assert!(never_reader.send(&reads));
+
+    let mut honest = Conn::open(server.addr);
+    let refused_at = Instant::now();
+    let refused = loop {
+        honest.send(&request("GET", "/messages?limit=1", &[], b""));
+        let resp = honest.next(BOUND).resp("honest read");
+        if resp.status == 503 || refused_at.elapsed() > write_deadline {
+            break resp;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    honest.send(&request("GET", "/health/live", &[], b""));
+    assert_eq!(honest.next(BOUND).status(), Some(200));
+    honest.send(&signed_webhook(&body_of("during"), "during"));
+    assert_eq!(
+        honest.next(BOUND).status(),
+        Some(200),
+        "webhooks are never refused for it"
+    );
+    let shed = metric_on(&mut honest, r#"hookbox_shed_total{queue="answers"}"#);
+    assert!(shed.is_some_and(|n| n >= 1.0), "counted: {shed:?}");
+
+    // Once the answers are written or their connection is gone, reads are served again.
+    drop(never_reader);
+    let served_at = Instant::now();
+    loop {
+        honest.send(&request("GET", "/messages?limit=1", &[], b""));
+        let status = honest.next(BOUND).status();
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            served_at.elapsed() < write_deadline + Duration::from_secs(2),
+            "reads still refused {:?} after the never-reader left: {status:?}",
+            served_at.elapsed()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 // ---- 5. request heads --------------------------------------------------------------------------
 
 /// One header byte per 200 ms: closed within the header deadline (+1 s), however many bytes came.

@@ -159,6 +159,9 @@ pub trait Observer: Send + Sync {
     fn closed(&self, _reason: CloseReason) {}
     /// `accept` failed; the loop backs off and goes on.
     fn accept_failed(&self, _error: &io::Error) {}
+    /// The handler's answer with a body of `body_bytes` was written, or failed to be: the
+    /// connection no longer holds it.
+    fn answered(&self, _body_bytes: usize) {}
     /// The accept loop ended unexpectedly (a panic): no more connections will be accepted.
     fn stopped_accepting(&self, _why: &str) {}
 }
@@ -368,6 +371,9 @@ fn refuse(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
 }
 
+/// Bodies up to this size are copied behind their head and written with it.
+const COPY_BODY_BELOW: usize = 16 * 1024;
+
 /// Why reading stopped short.
 enum ReadFail {
     Eof,
@@ -468,7 +474,10 @@ impl<'a> Connection<'a> {
             let answer = (self.shared.handler)(incoming);
             let close = answer.close || !complete || !head.keep_alive || self.stopping();
             let announce_keep_alive = !close && head.version == (1, 0);
-            if let Err(reason) = self.write_answer(&answer, head_only, close, announce_keep_alive) {
+            let written = self.write_answer(&answer, head_only, close, announce_keep_alive);
+            self.shared.observer.answered(answer.body.len());
+            drop(answer);
+            if let Err(reason) = written {
                 return reason;
             }
             if close {
@@ -675,7 +684,7 @@ impl<'a> Connection<'a> {
         close: bool,
         announce_keep_alive: bool,
     ) -> Result<(), CloseReason> {
-        let mut bytes = Vec::with_capacity(answer.body.len() + 256);
+        let mut bytes = Vec::with_capacity(256 + answer.body.len().min(COPY_BODY_BELOW));
         let reason = StatusCode(answer.status).default_reason_phrase();
         let _ = write!(bytes, "HTTP/1.1 {} {}\r\n", answer.status, reason);
         let _ = write!(
@@ -699,14 +708,22 @@ impl<'a> Connection<'a> {
             bytes.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         let _ = write!(bytes, "Content-Length: {}\r\n\r\n", answer.body.len());
-        if !head_only {
-            bytes.extend_from_slice(&answer.body);
-        }
+        let body: &[u8] = if head_only { &[] } else { &answer.body };
+        // A small body goes out with its head in one write (one segment); a large one is written
+        // from where it is, rather than copied, since a client that reads slowly keeps it here.
+        let rest = if body.len() <= COPY_BODY_BELOW {
+            bytes.extend_from_slice(body);
+            &[][..]
+        } else {
+            body
+        };
         let deadline = Instant::now() + self.limits().write_timeout;
-        write_all_by(self.stream, &bytes, deadline).map_err(|error| match error.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => CloseReason::WriteTimeout,
-            _ => CloseReason::Error,
-        })
+        write_all_by(self.stream, &bytes, deadline)
+            .and_then(|()| write_all_by(self.stream, rest, deadline))
+            .map_err(|error| match error.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => CloseReason::WriteTimeout,
+                _ => CloseReason::Error,
+            })
     }
 
     /// Closes gracefully when the peer may still be sending (an unread body, pipelined requests):
