@@ -429,13 +429,22 @@ impl<'a> Connection<'a> {
 
     /// Serves requests one after another until the connection ends; returns why it ended.
     fn run(&mut self) -> CloseReason {
+        // A new connection must deliver its first head within `header_timeout` of being
+        // accepted: a client that connects and then dribbles is cut as soon as one that
+        // dribbles from its first byte. Later heads are timed from their first byte, since the
+        // wait between requests is the idle timeout's.
+        let accepted = Instant::now();
+        let mut first = true;
         loop {
             self.state.store(WAITING, Ordering::SeqCst);
             if self.stopping() {
                 return CloseReason::Shutdown;
             }
             if self.pending.is_empty() {
-                let deadline = Instant::now() + self.limits().idle_timeout;
+                let mut deadline = Instant::now() + self.limits().idle_timeout;
+                if first {
+                    deadline = deadline.min(accepted + self.limits().header_timeout);
+                }
                 match self.read_more(deadline, 1024) {
                     Ok(()) => {}
                     // `stop` shuts a waiting connection's socket: its read ends as if at EOF.
@@ -446,7 +455,9 @@ impl<'a> Connection<'a> {
                     Err(_) => return CloseReason::Error,
                 }
             }
-            let head_deadline = Instant::now() + self.limits().header_timeout;
+            let head_started = if first { accepted } else { Instant::now() };
+            first = false;
+            let head_deadline = head_started + self.limits().header_timeout;
             let head = match self.read_head(head_deadline) {
                 Ok(head) => head,
                 Err(HeadFail::Closed(reason)) => return reason,

@@ -410,6 +410,41 @@ fn header_deadline_is_total() {
 }
 
 #[test]
+fn the_first_head_is_timed_from_accept_and_later_ones_from_their_first_byte() {
+    let h = start(Limits {
+        header_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(5),
+        ..limits()
+    });
+    // Silent for 700 ms after connecting, then dribbling: cut 1 s after the connect, not after
+    // the first byte.
+    let client = connect(h.addr);
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(700));
+    let writer = trickle(
+        &client,
+        b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaa",
+        Duration::from_millis(100),
+    );
+    let (_, ending) = read_to_end(&mut buffered(&client));
+    let took = started.elapsed();
+    assert!(ended(&ending), "{:?}", ending);
+    assert!(took < Duration::from_millis(1500), "cut after {:?}", took);
+    assert_eq!(h.next_close(), CloseReason::HeaderTimeout);
+    writer.join().unwrap();
+
+    // After a first request, a pause longer than the header timeout is an idle wait, and the
+    // next head gets its own full second from its first byte.
+    let client = connect(h.addr);
+    let mut reader = buffered(&client);
+    (&client).write_all(b"GET /a HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut reader).unwrap().status, 200);
+    thread::sleep(Duration::from_millis(1300));
+    (&client).write_all(b"GET /b HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut reader).unwrap().status, 200);
+}
+
+#[test]
 fn body_deadline_is_total() {
     let h = start(Limits {
         body_timeout: Duration::from_secs(1),
