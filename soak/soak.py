@@ -1362,7 +1362,7 @@ HOSTILE_EACH = 64
 HOSTILE_DRIBBLERS = 2000
 HOSTILE_HONEST = 300
 HOSTILE_HEADER_TIMEOUT = 10
-HOSTILE_PHASE_SECS = 24.0
+HOSTILE_PHASE_SECS = 30.0
 # Which attacks run (all by default); e.g. SOAK_HOSTILE_KINDS=absent,never,dribblers to see the
 # others on a server that the pipelined packet hangs outright.
 HOSTILE_KINDS = set(os.environ.get("SOAK_HOSTILE_KINDS", "pipelined,absent,never,dribblers").split(","))
@@ -1621,12 +1621,13 @@ def scenario_hostile():
     never_closed = [n["closed_at"] for n in never if n["closed_at"] is not None]
     # A never-reader stuck writing is cut at the write deadline (10 s). One whose later reads
     # were refused (503: HOOKBOX_MAX_HELD_ANSWERS_MIB) holds nothing: its small answers fit in
-    # the socket buffers, and it is closed at the idle timeout after its last request (10 s more).
+    # the socket buffers, and it is closed at the idle timeout after its last answer (10 s more,
+    # and its last answer may come late: its 40 reads wait in the query lane behind everyone's).
     RESULTS.check(S, "never-readers closed by the server (write timeout, or idle after refusal)",
                   f"{len(never_closed)}/{len(never)}"
                   + (f", max {max(never_closed):.1f} s" if never_closed else ""),
-                  len(never_closed) == len(never) and max(never_closed, default=0) < 23,
-                  f"{len(never)}/{len(never)} within 23 s")
+                  len(never_closed) == len(never) and max(never_closed, default=0) < 28,
+                  f"{len(never)}/{len(never)} within 28 s")
     RESULTS.figure(S, "never-readers closed within 13 s (stuck writing, cut at the write deadline)",
                    f"{sum(1 for t in never_closed if t < 13)}/{len(never)}")
     RESULTS.check(S, "server alive throughout", "yes" if alive else "no", alive, "yes")
