@@ -22,11 +22,11 @@ use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, 
 use crate::config::Config;
 use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
-use crate::http::{self, Response};
+use crate::http;
 use crate::metrics::{Metrics, Queue};
 use crate::router::{self, Lane};
 use crate::state::{Shared, StorageHealth};
-use crate::worker::{self, Job, Pending, Queues};
+use crate::worker::{self, Answer, Job, Pending, Queues};
 use crate::writer;
 
 /// Why the server could not start.
@@ -182,7 +182,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
     });
-    let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
+    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db, worker::pass_on);
     let workers = connections
         .into_iter()
         .enumerate()
@@ -197,7 +197,6 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                     query_jobs.clone()
                 },
                 stop: stopped.clone(),
-                completions: completions.clone(),
             };
             let writer = writer.clone();
             thread::Builder::new()
@@ -272,7 +271,7 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
     let request = http::from_incoming(incoming, shared.config.max_body_bytes);
     let request_id = request.request_id.clone();
     let (route, handler) = router::route(&request.method, &request.path);
-    let (reply, response) = crossbeam_channel::bounded::<Response>(1);
+    let (reply, response) = crossbeam_channel::bounded::<Answer>(1);
     let pending = Pending {
         reply,
         route,
@@ -323,12 +322,18 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
 
 /// Waits for the answer and hands it to the connection thread, counting its body as held until
 /// the connection says it is written (`Observer::answered`).
-fn respond(shared: &Shared, response: Receiver<Response>, request_id: &str) -> Outgoing {
-    // Every job is answered by a worker, or dropped unanswered only by a bug caught in a worker
-    // or the writer (then: 500), or at the very end of a shutdown.
-    let response = response.recv().unwrap_or_else(|_| {
-        Error::Internal("request dropped unanswered".to_owned()).into_response()
-    });
+fn respond(shared: &Shared, answers: Receiver<Answer>, request_id: &str) -> Outgoing {
+    // Every job is answered by a worker or, for a stored message, here; it is dropped unanswered
+    // only by a bug caught in a worker or the writer (then: 500), or at the end of a shutdown.
+    let response = loop {
+        match answers.recv() {
+            Ok(Answer::Ready(response)) => break response,
+            Ok(Answer::Stored(completion)) => worker::complete(shared, completion),
+            Err(_) => {
+                break Error::Internal("request dropped unanswered".to_owned()).into_response();
+            }
+        }
+    };
     shared
         .held_answer_bytes
         .fetch_add(response.body.len(), Ordering::Relaxed);

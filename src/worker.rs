@@ -2,9 +2,10 @@
 //! runs their handlers, and hands each answer back. It never touches a socket.
 //!
 //! For every request, in this order and nowhere else: call the handler inside `catch_unwind`,
-//! then either hand a valid webhook message to the writer (a worker answers it once it is
-//! committed), or turn the handler's result into a response; `finish` counts it, writes its one
-//! log line and sends the response to the connection thread, which writes it to the client.
+//! then either hand a valid webhook message to the writer, whose completion goes straight back
+//! to the waiting connection thread (which answers it with `complete`), or turn the handler's
+//! result into a response; `finish` counts it, writes its one log line and sends the response
+//! to the connection thread, which writes it to the client.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -33,12 +34,29 @@ pub struct Job {
 /// to record about it. A webhook's `Pending` travels through the writer and back.
 pub struct Pending {
     /// The connection thread waits on the other end (capacity 1: sending never blocks).
-    pub reply: Sender<Response>,
+    pub reply: Sender<Answer>,
     pub route: Route,
     pub method: String,
     pub path: String,
     pub request_id: String,
     pub received: Instant,
+}
+
+/// What a connection thread waiting on a request receives.
+pub enum Answer {
+    /// The finished response, counted and logged.
+    Ready(Response),
+    /// The writer's outcome for a webhook message: the connection thread answers it with
+    /// `complete`, so a commit wakes no worker.
+    Stored(Completion<Pending>),
+}
+
+/// Hands a completion from the writer to its connection thread (never blocks).
+pub fn pass_on(completion: Completion<Pending>) {
+    let reply = completion.token.reply.clone();
+    // The slot is free: the request is answered once, and this is its answer. If the
+    // connection thread is gone (a panic), there is no one to tell.
+    let _ = reply.try_send(Answer::Stored(completion));
 }
 
 /// Where one worker takes its work from.
@@ -49,27 +67,14 @@ pub struct Queues {
     pub query: Receiver<Job>,
     /// Disconnects when the server stops: the worker answers what is queued, then ends.
     pub stop: Receiver<()>,
-    /// Committed messages to answer (first, so that finished work leaves before new work starts).
-    pub completions: Receiver<Completion<Pending>>,
 }
 
-/// Serves until `stop` disconnects; then answers whatever is still queued, lets go of its
-/// `Writer`, and keeps answering completions until the writer, having committed everything
-/// handed to it, stops. `db` is this worker's own connection (reads).
+/// Serves until `stop` disconnects, the fast lane first; then answers whatever is still queued
+/// and ends, letting go of its `Writer`. `db` is this worker's own connection (reads).
 pub fn run(shared: Arc<Shared>, mut db: Db, writer: Writer<Pending>, queues: Queues) {
-    let Queues {
-        fast,
-        query,
-        stop,
-        completions,
-    } = queues;
+    let Queues { fast, query, stop } = queues;
     loop {
         select_biased! {
-            recv(completions) -> completion => {
-                if let Ok(completion) = completion {
-                    guarded(|| complete(&shared, completion));
-                }
-            }
             recv(fast) -> job => match job {
                 Ok(job) => guarded(|| handle(&shared, &mut db, &writer, job)),
                 Err(_) => break,
@@ -84,12 +89,6 @@ pub fn run(shared: Arc<Shared>, mut db: Db, writer: Writer<Pending>, queues: Que
     for job in fast.try_iter().chain(query.try_iter()) {
         guarded(|| handle(&shared, &mut db, &writer, job));
     }
-    // This worker's `Writer` goes; once all are gone the writer drains, stops, and
-    // disconnects `completions`.
-    drop(writer);
-    for completion in completions.iter() {
-        guarded(|| complete(&shared, completion));
-    }
 }
 
 /// Handler panics are contained in `call`; this guards the glue around them, so that not even
@@ -100,8 +99,8 @@ fn guarded(work: impl FnOnce()) {
     }
 }
 
-/// Answers a message the writer has committed (or failed to).
-fn complete(shared: &Shared, completion: Completion<Pending>) {
+/// Answers a message the writer has committed (or failed to). Runs on the connection thread.
+pub fn complete(shared: &Shared, completion: Completion<Pending>) {
     let Completion {
         token,
         message_id,
@@ -201,8 +200,8 @@ pub fn finish(
         }),
         error,
     });
-    // The connection thread may be gone (its client vanished); then there is no one to tell.
-    let _ = pending.reply.try_send(response);
+    // The connection thread may be gone (a panic); then there is no one to tell.
+    let _ = pending.reply.try_send(Answer::Ready(response));
 }
 
 /// Runs a handler; a panic becomes `Error::Internal` (a logged 500) instead of unwinding further.

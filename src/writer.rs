@@ -1,13 +1,14 @@
 //! The writer: the one thread that writes messages to SQLite, committing them in groups.
 //!
 //! A worker validates a webhook message, then hands it to the writer together with an opaque
-//! token (what the worker needs to answer it later), and goes on to its next request. The writer takes everything that
-//! is waiting (up to `HOOKBOX_MAX_BATCH`), inserts it in one `IMMEDIATE` transaction and commits
-//! once — one fsync under `synchronous=FULL` — and only then hands each token back to the
-//! workers with its outcome (`Completion`), who answer it: 200 for created or duplicate, 503 if the
-//! commit failed. One fsync covers a whole group, so throughput no longer stops at the disk's
-//! fsync rate, and still no 200 is written before the commit holding its row. Writing responses
-//! and log lines stays with the workers, so the writer's thread does nothing but SQL.
+//! token (what is needed to answer it later), and goes on to its next request. The writer takes
+//! everything that is waiting (up to `HOOKBOX_MAX_BATCH`), inserts it in one `IMMEDIATE`
+//! transaction and commits once — one fsync under `synchronous=FULL` — and only then hands each
+//! token back with its outcome (`Completion`) to the `complete` function it was given, which
+//! passes it on to be answered: 200 for created or duplicate, 503 if the commit failed. One fsync covers a whole
+//! group, so throughput no longer stops at the disk's fsync rate, and still no 200 is written
+//! before the commit holding its row. Responses and log lines are made elsewhere, so the
+//! writer's thread does nothing but SQL.
 //!
 //! Workers keep their own connections for reads; SQLite allows one writer at a time anyway, so a
 //! single writing thread loses nothing and never waits on its own lock.
@@ -39,7 +40,7 @@ pub struct Ticket<T> {
     pub token: T,
 }
 
-/// A ticket whose commit has finished (or failed): ready to be answered.
+/// A ticket whose commit has finished (or failed): ready to be answered by whoever holds it.
 pub struct Completion<T> {
     pub token: T,
     pub message_id: String,
@@ -73,21 +74,20 @@ impl<T: Send + 'static> Writer<T> {
     }
 }
 
-/// Starts the writer on its own connection. Finished tickets come back on the returned
-/// receiver. The writer stops once every `Writer` is dropped and the queue is drained; the
-/// completion channel then disconnects, after the last completion.
+/// Starts the writer on its own connection. Each committed (or failed) ticket is handed to
+/// `complete`, on the writer's thread, so it must only pass the completion on (it never blocks).
+/// The writer stops once every `Writer` is dropped and the queue is drained.
 pub fn spawn<T: Send + 'static>(
     shared: Arc<Shared>,
     db: Db,
-) -> (Writer<T>, Receiver<Completion<T>>, JoinHandle<()>) {
+    complete: impl Fn(Completion<T>) + Send + 'static,
+) -> (Writer<T>, JoinHandle<()>) {
     let (sender, receiver) = crossbeam_channel::bounded(shared.config.write_queue_capacity);
-    // Unbounded, but never long: at most the write queue plus one batch of tickets exist.
-    let (completed, completions) = crossbeam_channel::unbounded();
     let handle = thread::Builder::new()
         .name("writer".to_owned())
-        .spawn(move || run(&shared, db, &receiver, &completed))
+        .spawn(move || run(&shared, db, &receiver, &complete))
         .expect("spawning the writer thread");
-    (Writer { queue: sender }, completions, handle)
+    (Writer { queue: sender }, handle)
 }
 
 /// SQLite's own default threshold: about 4 MiB of WAL with 4 KiB pages.
@@ -97,7 +97,7 @@ fn run<T>(
     shared: &Shared,
     mut db: Db,
     queue: &Receiver<Ticket<T>>,
-    completed: &Sender<Completion<T>>,
+    complete: &dyn Fn(Completion<T>),
 ) {
     let max_batch = shared.config.max_batch;
     while let Ok(first) = queue.recv() {
@@ -108,7 +108,7 @@ fn run<T>(
         // A panic drops the batch's tokens unanswered, which their connections answer with a
         // 500: never a 200, and the writer lives on for the next batch.
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
-            commit(shared, &mut db, batch, completed);
+            commit(shared, &mut db, batch, complete);
         }));
         if committed.is_err() {
             log::error!("the writer panicked while committing a batch; its requests got 500");
@@ -129,7 +129,7 @@ fn commit<T>(
     shared: &Shared,
     db: &mut Db,
     batch: Vec<Ticket<T>>,
-    completed: &Sender<Completion<T>>,
+    complete: &dyn Fn(Completion<T>),
 ) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
@@ -150,9 +150,7 @@ fn commit<T>(
         }
     };
     for (ticket, stored) in batch.into_iter().zip(results) {
-        // Workers outlive the writer (they wait for its last completion), so this cannot fail
-        // while a worker is left to answer; if it ever did, the dropped token answers a 500.
-        let _ = completed.send(Completion {
+        complete(Completion {
             token: ticket.token,
             message_id: ticket.message.message_id,
             stored,
