@@ -1,33 +1,35 @@
 #!/usr/bin/env python3
 """hookbox benchmark: drives the release binary with wrk on loopback and prints tables.
 
-Two parts, both on by default:
+Three parts; throughput and reads always, postgres when asked for:
 - throughput (this file): every scenario starts a fresh server process on a fresh copy of its
   database, so the peak RSS (VmHWM) read after the run belongs to that scenario alone, and the
   context switches the kernel reports when the process is reaped belong to that run alone. Each
   scenario runs RUNS times; tables show medians. With a baseline binary (BENCH_BASELINE, which
   bench/run.sh builds from the previous release) every scenario runs for both binaries,
   interleaved run by run (old, new, old, new …) so that a noisy neighbour hurts both alike.
+- postgres (bench/postgres.py, when BENCH_PG_URL is set): durable ingest on SQLite against 1, 2
+  and 3 instances sharing one PostgreSQL.
 - reads (bench/reads.py): single-client reads on a store of BENCH_ROWS messages loaded with
   `hookbox import`.
 
-Results go to stdout and to bench-results/{latest,throughput,reads}.{md,json}.
+Results go to stdout and to bench-results/{latest,throughput,postgres,reads}.{md,json}.
 
 Usage: bench/run.sh   (builds the binaries, installs wrk if missing, then runs this)
 Env:   BENCH_DURATION (seconds per run, default 5), BENCH_RUNS (default 3),
        BENCH_CONNECTIONS (default 64), BENCH_THREADS (wrk threads, default 2),
-       BENCH_ONLY (comma-separated scenario names; `throughput` or `reads` for a whole part),
+       BENCH_ONLY (comma-separated scenario names; `throughput`, `postgres`, `reads`: a whole part),
        BENCH_BASELINE (path of the previous binary; unset or `none`: the new binary alone),
-       BENCH_ROWS (messages in the read store, default 1000000)
+       BENCH_ROWS (messages in the read store, default 1000000),
+       BENCH_PG_URL (a PostgreSQL to create throwaway databases in: adds the `postgres` part),
+       BENCH_BINARY (the binary under test, default target/release/hookbox)
 """
 
 import hashlib
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lib  # noqa: E402
+import postgres  # noqa: E402
 import reads  # noqa: E402
 from lib import log  # noqa: E402
 
@@ -88,21 +91,6 @@ def selected(name):
     return not lib.ONLY or name in lib.ONLY or "throughput" in lib.ONLY
 
 
-def wrk(url, script, env_extra=None):
-    env = dict(os.environ)
-    env.update({"BENCH_DIR": lib.BENCH_DIR, "BENCH_THREADS": str(lib.THREADS)})
-    env.update(env_extra or {})
-    command = [
-        "wrk", f"-t{lib.THREADS}", f"-c{lib.CONNECTIONS}", f"-d{lib.DURATION}s", "--latency",
-        "-s", os.path.join(lib.BENCH_DIR, script), url,
-    ]
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"^BENCH (\{.*\})$", output, re.MULTILINE)
-    if not match:
-        raise RuntimeError(f"no BENCH line in wrk output:\n{output}")
-    return json.loads(match.group(1))
-
-
 def templates(binary, label, workdir):
     """The databases the scenarios start from, each with `binary`'s own schema (an older binary
     cannot open a newer schema, and a newer one would migrate an older one on every start)."""
@@ -138,7 +126,7 @@ def run_once(binary, workdir, name, db_template, env, spec, run):
     server = lib.Server(binary, workdir, db_path, env)
     rows_before = lib.row_count(db_path)
     try:
-        result = wrk(server.url + spec["path"], spec["script"],
+        result = lib.wrk(server.url + spec["path"], spec["script"],
                      {"BENCH_REQUESTS": spec.get("requests", "")})
         result["idle_rss_mib"] = server.idle_rss_kib / 1024
         result["peak_rss_mib"] = server.status_kib("VmHWM") / 1024
@@ -174,13 +162,20 @@ def summarise(name, results):
     }
 
 
-def run_throughput(workdir, bins):
-    """{label: [summary per scenario]}, every run of every binary interleaved."""
+def request_files(workdir):
+    """The pre-signed requests wrk sends, written on first use."""
     files = {"unique": os.path.join(workdir, "unique.tsv"),
              "dups": os.path.join(workdir, "dups.tsv")}
-    log(f"preparing in {workdir} …")
-    write_requests(files["unique"], UNIQUE_REQUESTS, "u")
-    write_requests(files["dups"], DUPLICATE_IDS, "d")
+    if not os.path.exists(files["dups"]):
+        log(f"writing requests in {workdir} …")
+        write_requests(files["unique"], UNIQUE_REQUESTS, "u")
+        write_requests(files["dups"], DUPLICATE_IDS, "d")
+    return files
+
+
+def run_throughput(workdir, bins):
+    """{label: [summary per scenario]}, every run of every binary interleaved."""
+    files = request_files(workdir)
     dbs = {label: templates(binary, label, workdir) for label, binary in bins}
     tables = {label: [] for label, _ in bins}
     for name, db, env, spec in scenarios(files):
@@ -259,6 +254,14 @@ def main():
             print(report + "\n", flush=True)
             lib.write_results("throughput", report, data["throughput"])
             sections.append(report)
+        if postgres.available() and (not lib.ONLY or "postgres" in lib.ONLY):
+            files = request_files(workdir)
+            report, data["postgres"] = postgres.run(workdir, bins, files["unique"])
+            print(report + "\n", flush=True)
+            lib.write_results("postgres", report, data["postgres"])
+            sections.append(report)
+        elif "postgres" in lib.ONLY:
+            sys.exit("BENCH_ONLY=postgres needs BENCH_PG_URL (and psql)")
         if not lib.ONLY or "reads" in lib.ONLY:
             report, data["reads"] = reads.run(workdir, bins)
             print(report + "\n", flush=True)

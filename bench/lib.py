@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "bench")
-BINARY = os.path.join(ROOT, "target", "release", "hookbox")
+BINARY = os.environ.get("BENCH_BINARY") or os.path.join(ROOT, "target", "release", "hookbox")
 # The previous release, run side by side with BINARY when set (bench/run.sh builds it).
 BASELINE = os.environ.get("BENCH_BASELINE", "")
 RESULTS_DIR = os.path.join(ROOT, "bench-results")
@@ -130,6 +131,35 @@ class Server:
     def context_switches(self):
         """Voluntary plus involuntary switches over the whole life of the process."""
         return self.rusage.ru_nvcsw + self.rusage.ru_nivcsw
+
+
+def start_wrk(url, script, env_extra=None, connections=None, threads=None):
+    """wrk running in the background against url with one of bench/*.lua; see `wrk_result`."""
+    connections = connections or CONNECTIONS
+    threads = min(threads or THREADS, connections)
+    env = dict(os.environ)
+    env.update({"BENCH_DIR": BENCH_DIR, "BENCH_THREADS": str(threads)})
+    env.update(env_extra or {})
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}s", "--latency",
+        "-s", os.path.join(BENCH_DIR, script), url,
+    ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def wrk_result(process):
+    """The JSON line bench/report.lua prints, once wrk has finished."""
+    output, _ = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited {process.returncode}:\n{output}")
+    match = re.search(r"^BENCH (\{.*\})$", output, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no BENCH line in wrk output:\n{output}")
+    return json.loads(match.group(1))
+
+
+def wrk(url, script, env_extra=None):
+    return wrk_result(start_wrk(url, script, env_extra))
 
 
 def row_count(db_path):
