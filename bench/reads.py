@@ -112,16 +112,16 @@ def import_store(binary, label, workdir, ndjson, text_index):
     A binary without `import` gets the rows through SQLite directly (method "sql")."""
     db_path = os.path.join(workdir, f"{label}-reads-{text_index}.db")
     lib.remove_db(db_path)
-    err_path = db_path + ".import.log"
+    out_path, err_path = db_path + ".import.log", db_path + ".import.err"
     env = lib.base_env(f"sqlite:///{db_path}", {"HOOKBOX_TEXT_INDEX": text_index})
     started = time.monotonic()
-    with open(err_path, "w") as err:
-        code = subprocess.run([binary, "import", ndjson], env=env, stdout=err, stderr=err,
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        code = subprocess.run([binary, "import", ndjson], env=env, stdout=out, stderr=err,
                               cwd=workdir).returncode
     seconds = time.monotonic() - started
-    with open(err_path) as f:
-        output = f.read()
-    if code == 2 and "unknown argument" in output:
+    with open(out_path) as f, open(err_path) as g:
+        logs, output = f.read(), g.read()  # JSON logs on stdout; progress, summary on stderr
+    if code == 2 and "unknown argument" in logs + output:
         log(f"{label}: no `hookbox import`; writing the rows straight into SQLite …")
         lib.remove_db(db_path)
         empty = lib.migrated_empty_db(binary, workdir, os.path.basename(db_path))
@@ -130,7 +130,7 @@ def import_store(binary, label, workdir, ndjson, text_index):
         return empty, {"method": "sql", "seconds": time.monotonic() - started,
                        "size_bytes": lib.db_size_bytes(empty)}
     if code != 0:
-        raise RuntimeError(f"{label}: hookbox import exited {code}:\n{output[-2000:]}")
+        raise RuntimeError(f"{label}: hookbox import exited {code}:\n{(logs + output)[-2000:]}")
     summary = output.strip().splitlines()[-1] if output.strip() else ""
     return db_path, {"method": "import", "seconds": seconds, "rate": ROWS / seconds,
                      "summary": summary, "size_bytes": lib.db_size_bytes(db_path)}
@@ -247,15 +247,18 @@ def report(results):
     labels = [label for label in ("old", "new") if label in results]
     lines = [f"## Reads on {ROWS:,} messages", "",
              f"One client, one keep-alive connection, median of {TIMED} (ms to the last byte).", ""]
-    head = "| read | target ms (1M) | " + " | ".join(f"{label} ms" for label in labels)
-    lines += [head + " | new status | new total | new VmHWM MiB after |",
-              "|---|---:|" + "---:|" * len(labels) + "---|---:|---:|"]
+    head = ["read", "target ms (1M)"] + [f"{label} ms" for label in labels]
+    head += ["new status", "new total"] + [f"{label} VmHWM MiB after" for label in labels]
+    lines += ["| " + " | ".join(head) + " |",
+              "|---|---:|" + "---:|" * len(labels) + "---|---:|" + "---:|" * len(labels)]
     by_label = {label: {r["read"]: r for r in results[label]["reads"]} for label in labels}
     for row in results["new"]["reads"]:
-        cells = " | ".join(f"{by_label[label][row['read']]['median_ms']:.1f}" for label in labels)
-        lines.append(f"| `{row['path']}` ({row['read']}) | {row['target_ms']} | {cells} | "
-                     f"{','.join(map(str, row['statuses']))} | {row['total']} | "
-                     f"{row['vmhwm_mib']:.1f} |")
+        same = [by_label[label][row["read"]] for label in labels]
+        cells = [f"`{row['path']}` ({row['read']})", row["target_ms"]]
+        cells += [f"{r['median_ms']:.1f}" for r in same]
+        cells += [",".join(map(str, row["statuses"])), str(row["total"])]
+        cells += [f"{r['vmhwm_mib']:.1f}" for r in same]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for label in labels:
         r = results[label]
