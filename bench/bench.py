@@ -127,7 +127,7 @@ def run_once(binary, workdir, name, db_template, env, spec, run):
     rows_before = lib.row_count(db_path)
     try:
         result = lib.wrk(server.url + spec["path"], spec["script"],
-                     {"BENCH_REQUESTS": spec.get("requests", "")})
+                         {"BENCH_REQUESTS": spec.get("requests", "")})
         result["idle_rss_mib"] = server.idle_rss_kib / 1024
         result["peak_rss_mib"] = server.status_kib("VmHWM") / 1024
     finally:
@@ -199,6 +199,19 @@ def ingest_ratio(table):
     return None
 
 
+def against_previous(new, old_by_name):
+    """The issues' no-regression targets: issue 7 asks for at least the previous req/s on
+    durable ingest and /health/live, issue 8 for at least 90% on durable ingest."""
+    lines = []
+    for name, floor in ((INGEST, "≥ 1.00 (issue 7), ≥ 0.90 (issue 8)"),
+                        ("health_live", "≥ 1.00 (issue 7)")):
+        mine = [s for s in new if s["scenario"] == name]
+        if mine and name in old_by_name:
+            ratio = mine[0]["rps"] / old_by_name[name]["rps"]
+            lines.append(f"- {name} new/old: **{ratio:.2f}** (target {floor})")
+    return lines
+
+
 def throughput_report(tables, bins):
     new = tables["new"]
     binary_mib = os.path.getsize(lib.BINARY) / (1024 * 1024)
@@ -240,6 +253,7 @@ def throughput_report(tables, bins):
         old_ratio = ingest_ratio(tables["old"])
         if old_ratio is not None:
             lines += ["", f"durable ingest / health_live, previous binary: {old_ratio:.0%}"]
+        lines += [""] + against_previous(new, old_by_name)
     return "\n".join(lines), {"binary_mib": binary_mib, "binaries": dict(bins),
                               "scenarios": tables}
 
