@@ -20,7 +20,8 @@ Env:   BENCH_DURATION (seconds per run, default 5), BENCH_RUNS (default 3),
        BENCH_CONNECTIONS (default 64), BENCH_THREADS (wrk threads, default 2),
        BENCH_ONLY (comma-separated scenario names; `throughput`, `postgres`, `reads`: a whole part),
        BENCH_BASELINE (path of the previous binary; unset or `none`: the new binary alone),
-       BENCH_ROWS (messages in the read store, default 1000000),
+       BENCH_ROWS (messages in the read store, default 1000000), BENCH_READS_BASELINE (0: the
+       reads for the new binary only),
        BENCH_PG_URL (a PostgreSQL to create throwaway databases in: adds the `postgres` part),
        BENCH_BINARY (the binary under test, default target/release/hookbox)
 """
