@@ -1,8 +1,8 @@
 # hookbox — the everyday commands. `make help` lists them.
-.PHONY: help up down logs run test lint bench soak
+.PHONY: help up down logs run test lint bench bench-reads soak
 
 help:
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 up: ## build and start the container (needs WEBHOOK_SECRET in your shell)
 	docker compose up -d --build
@@ -23,8 +23,11 @@ lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --all-targets --workspace --locked -- -D warnings
 
-bench: ## throughput/latency/RSS benchmark, writes bench-results/
+bench: ## every benchmark, side by side with the previous release; writes bench-results/
 	./bench/run.sh
+
+bench-reads: ## only the reads on a 1M-message store (BENCH_ROWS=10000000 for 10M)
+	BENCH_ONLY=reads ./bench/run.sh
 
 soak: ## longer fault tests (crash, fd exhaustion, idle and hostile connections, 1M-row reads)
 	./soak/run.sh

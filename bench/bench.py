@@ -1,50 +1,51 @@
 #!/usr/bin/env python3
-"""hookbox benchmark: drives the release binary with wrk on loopback and prints a table.
+"""hookbox benchmark: drives the release binary with wrk on loopback and prints tables.
 
-Every scenario starts a fresh server process on a fresh copy of its database, so the peak RSS
-(VmHWM) read after the run belongs to that scenario alone. Each scenario runs RUNS times and the
-table shows medians. Results go to stdout and to bench-results/latest.{md,json}.
+Three parts; throughput and reads always, postgres when asked for:
+- throughput (this file): every scenario starts a fresh server process on a fresh copy of its
+  database, so the peak RSS (VmHWM) read after the run belongs to that scenario alone, and the
+  context switches the kernel reports when the process is reaped belong to that run alone. Each
+  scenario runs RUNS times; tables show medians. With a baseline binary (BENCH_BASELINE, which
+  bench/run.sh builds from the previous release) every scenario runs for both binaries,
+  interleaved run by run (old, new, old, new …) so that a noisy neighbour hurts both alike.
+- postgres (bench/postgres.py, when BENCH_PG_URL is set): durable ingest on SQLite against 1, 2
+  and 3 instances sharing one PostgreSQL.
+- reads (bench/reads.py): single-client reads on a store of BENCH_ROWS messages loaded with
+  `hookbox import`.
 
-Usage: bench/run.sh   (builds the binary, installs wrk if missing, then runs this)
+Results go to stdout and to bench-results/{latest,throughput,postgres,reads}.{md,json}.
+
+Usage: bench/run.sh   (builds the binaries, installs wrk if missing, then runs this)
 Env:   BENCH_DURATION (seconds per run, default 5), BENCH_RUNS (default 3),
        BENCH_CONNECTIONS (default 64), BENCH_THREADS (wrk threads, default 2),
-       BENCH_ONLY (comma-separated scenario names)
+       BENCH_ONLY (comma-separated scenario names; `throughput`, `postgres`, `reads`: a whole part),
+       BENCH_BASELINE (path of the previous binary; unset or `none`: the new binary alone),
+       BENCH_ROWS (messages in the read store, default 1000000), BENCH_READS_BASELINE (0: the
+       reads for the new binary only),
+       BENCH_PG_URL (a PostgreSQL to create throwaway databases in: adds the `postgres` part),
+       BENCH_BINARY (the binary under test, default target/release/hookbox)
 """
 
 import hashlib
-import hmac
 import json
 import os
-import random
-import re
 import shutil
-import signal
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH_DIR = os.path.join(ROOT, "bench")
-BINARY = os.path.join(ROOT, "target", "release", "hookbox")
-SECRET = "bench-secret"
-DURATION = int(os.environ.get("BENCH_DURATION", "5"))
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
-THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import lib  # noqa: E402
+import postgres  # noqa: E402
+import reads  # noqa: E402
+from lib import log  # noqa: E402
+
 SEED_ROWS = 100_000
 UNIQUE_REQUESTS = 400_000
 DUPLICATE_IDS = 1_000
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def sign(body):
-    return hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+INGEST = "ingest_full"  # the durable one: every 200 is fsynced
 
 
 def message(i, prefix="bench"):
@@ -53,121 +54,21 @@ def message(i, prefix="bench"):
     message, and a short text."""
     digest = hashlib.sha256(f"{prefix}-{i}".encode()).hexdigest()[:24]
     instant = 1_736_899_200 + i  # 2025-01-15T00:00:00Z + i seconds
-    return json.dumps(
-        {
-            "message_id": f"{prefix}.{digest}",
-            "from": f"+91{i % 50:010d}",
-            "to": "+14155550100",
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant)),
-            "text": f"Hello {i} from the benchmark, with a little padding to look like a message",
-        },
-        separators=(",", ":"),
-    )
+    return {
+        "message_id": f"{prefix}.{digest}",
+        "from": f"+91{i % 50:010d}",
+        "to": "+14155550100",
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant)),
+        "text": f"Hello {i} from the benchmark, with a little padding to look like a message",
+    }
 
 
 def write_requests(path, count, prefix):
+    """One `signature<TAB>body` line per request, for bench/webhook.lua."""
     with open(path, "w") as out:
         for i in range(count):
-            body = message(i, prefix)
-            out.write(f"{sign(body)}\t{body}\n")
-
-
-class Server:
-    """The release binary on a free loopback port, logging to a file as it would in production."""
-
-    def __init__(self, workdir, db_path, extra_env=None):
-        env = dict(os.environ)
-        env.update(
-            {
-                "WEBHOOK_SECRET": SECRET,
-                "DATABASE_URL": db_path,
-                "HOST": "127.0.0.1",
-                "PORT": "0",
-                "LOG_LEVEL": "INFO",
-            }
-        )
-        env.update(extra_env or {})
-        self.log_path = os.path.join(workdir, f"server-{time.monotonic_ns()}.log")
-        self.log_file = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [BINARY], env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=workdir
-        )
-        self.addr = self._wait_for_addr()
-        self.url = f"http://{self.addr}"
-        self.idle_rss_kib = self.status_kib("VmRSS")
-
-    def _wait_for_addr(self):
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with open(self.log_path) as f:
-                for line in f:
-                    record = json.loads(line)
-                    if record.get("msg") == "listening":
-                        return record["addr"]
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {open(self.log_path).read()}")
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def status_kib(self, field):
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self.log_file.close()
-        if code != 0:
-            raise RuntimeError(f"server exited {code} on SIGTERM")
-
-
-def wrk(url, script, env_extra=None):
-    env = dict(os.environ)
-    env.update({"BENCH_DIR": BENCH_DIR, "BENCH_THREADS": str(THREADS)})
-    env.update(env_extra or {})
-    command = [
-        "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
-        "-s", os.path.join(BENCH_DIR, script), url,
-    ]
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"^BENCH (\{.*\})$", output, re.MULTILINE)
-    if not match:
-        raise RuntimeError(f"no BENCH line in wrk output:\n{output}")
-    return json.loads(match.group(1))
-
-
-def row_count(db_path):
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-
-
-def migrated_empty_db(workdir):
-    """An empty database with the current schema, made by the server itself."""
-    path = os.path.join(workdir, "empty.db")
-    server = Server(workdir, path)
-    server.stop()
-    return path
-
-
-def seeded_db(workdir, empty_db):
-    """SEED_ROWS messages written straight into SQLite (fast), with the server's sort key."""
-    path = os.path.join(workdir, "seeded.db")
-    shutil.copy(empty_db, path)
-    rows = []
-    for i in range(SEED_ROWS):
-        m = json.loads(message(i, "seed"))
-        rows.append((m["message_id"], m["from"], m["to"], m["ts"], m["ts"][:-1], m["text"],
-                     "2026-01-01T00:00:00.000Z"))
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, received_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path
+            body = json.dumps(message(i, prefix), separators=(",", ":"))
+            out.write(f"{lib.sign(body)}\t{body}\n")
 
 
 def scenarios(files):
@@ -187,34 +88,58 @@ def scenarios(files):
     ]
 
 
-def run_once(workdir, name, db_template, env, spec, run):
+def selected(name):
+    return not lib.ONLY or name in lib.ONLY or "throughput" in lib.ONLY
+
+
+def templates(binary, label, workdir):
+    """The databases the scenarios start from, each with `binary`'s own schema (an older binary
+    cannot open a newer schema, and a newer one would migrate an older one on every start)."""
+    empty = lib.migrated_empty_db(binary, workdir, f"{label}-empty.db")
+    seeded = os.path.join(workdir, f"{label}-seeded.db")
+    shutil.copy(empty, seeded)
+    lib.insert_rows(seeded, (message(i, "seed") for i in range(SEED_ROWS)))
+    dups = os.path.join(workdir, f"{label}-dups.db")
+    shutil.copy(empty, dups)
+    lib.insert_rows(dups, (message(i, "d") for i in range(DUPLICATE_IDS)))
+    return {"empty": empty, "seeded": seeded, "dups": dups}
+
+
+def check_ingest(result, server, spec, db_path, rows_before):
+    """Every acknowledged message is stored, and the `created` count matches the rows added."""
+    # After a graceful stop every answered request has its log line, so counting them is
+    # exact (reading /metrics right after wrk would race the last answers).
+    with open(server.log_path) as f:
+        results = [json.loads(line).get("result") for line in f]
+    created, duplicate = results.count("created"), results.count("duplicate")
+    acknowledged = result["requests"] - result["non2xx"]
+    rows = lib.row_count(db_path) - rows_before
+    # wrk stops mid-flight: a few requests may be stored but not counted by wrk.
+    result["lost"] = max(0, acknowledged - rows) if "dups" not in spec["requests"] else 0
+    result["rows_added"] = rows
+    result["counter_mismatch"] = int(created != rows)
+    result["created"], result["duplicate"] = created, duplicate
+
+
+def run_once(binary, workdir, name, db_template, env, spec, run):
     db_path = os.path.join(workdir, f"{name}-{run}.db")
     shutil.copy(db_template, db_path)
-    server = Server(workdir, db_path, env)
-    rows_before = row_count(db_path)
+    server = lib.Server(binary, workdir, db_path, env)
+    rows_before = lib.row_count(db_path)
     try:
-        result = wrk(server.url + spec["path"], spec["script"],
-                     {"BENCH_REQUESTS": spec.get("requests", "")})
+        result = lib.wrk(server.url + spec["path"], spec["script"],
+                         {"BENCH_REQUESTS": spec.get("requests", "")})
         result["idle_rss_mib"] = server.idle_rss_kib / 1024
         result["peak_rss_mib"] = server.status_kib("VmHWM") / 1024
     finally:
         server.stop()
+    # Startup and shutdown are in the count too; a few hundred switches against the tens of
+    # thousands of requests of even a short run.
+    result["context_switches"] = server.context_switches()
+    result["cs_per_request"] = server.context_switches() / max(1, result["requests"])
     if spec["script"] == "webhook.lua":
-        # After a graceful stop every answered request has its log line, so counting them is
-        # exact (reading /metrics right after wrk would race the last answers).
-        with open(server.log_path) as f:
-            results = [json.loads(line).get("result") for line in f]
-        created, duplicate = results.count("created"), results.count("duplicate")
-        acknowledged = result["requests"] - result["non2xx"]
-        rows = row_count(db_path) - rows_before
-        # wrk stops mid-flight: a few requests may be stored but not counted by wrk.
-        result["lost"] = max(0, acknowledged - rows) if "dups" not in spec["requests"] else 0
-        result["rows_added"] = rows
-        result["counter_mismatch"] = int(created != rows)
-        result["created"], result["duplicate"] = created, duplicate
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(db_path + suffix):
-            os.remove(db_path + suffix)
+        check_ingest(result, server, spec, db_path, rows_before)
+    lib.remove_db(db_path)
     return result
 
 
@@ -222,76 +147,144 @@ def median(results, key):
     return statistics.median(r[key] for r in results)
 
 
-def main():
-    if not os.path.exists(BINARY):
-        sys.exit(f"{BINARY} not found: run bench/run.sh, which builds it")
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
-    workdir = tempfile.mkdtemp(prefix="hookbox-bench-")
-    try:
-        log(f"preparing in {workdir} …")
-        files = {"unique": os.path.join(workdir, "unique.tsv"),
-                 "dups": os.path.join(workdir, "dups.tsv")}
+def summarise(name, results):
+    return {
+        "scenario": name,
+        "rps": median(results, "rps"),
+        "p50_ms": median(results, "p50_ms"),
+        "p99_ms": median(results, "p99_ms"),
+        "non2xx": sum(r["non2xx"] + r["socket_errors"] for r in results),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
+        "idle_rss_mib": median(results, "idle_rss_mib"),
+        "cs_per_request": median(results, "cs_per_request"),
+        "lost": sum(r.get("lost", 0) for r in results),
+        "counter_mismatch": sum(r.get("counter_mismatch", 0) for r in results),
+        "runs": results,
+    }
+
+
+def request_files(workdir):
+    """The pre-signed requests wrk sends, written on first use."""
+    files = {"unique": os.path.join(workdir, "unique.tsv"),
+             "dups": os.path.join(workdir, "dups.tsv")}
+    if not os.path.exists(files["dups"]):
+        log(f"writing requests in {workdir} …")
         write_requests(files["unique"], UNIQUE_REQUESTS, "u")
         write_requests(files["dups"], DUPLICATE_IDS, "d")
-        empty = migrated_empty_db(workdir)
-        dbs = {"empty": empty, "seeded": seeded_db(workdir, empty)}
-        dups_db = os.path.join(workdir, "dups.db")
-        shutil.copy(empty, dups_db)
-        with sqlite3.connect(dups_db) as conn:
-            conn.executemany(
-                "INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(m["message_id"], m["from"], m["to"], m["ts"], m["ts"][:-1], m["text"], "x")
-                 for m in (json.loads(message(i, "d")) for i in range(DUPLICATE_IDS))])
-        dbs["dups"] = dups_db
+    return files
 
-        table = []
-        for name, db, env, spec in scenarios(files):
-            if only and name not in only:
-                continue
-            results = []
-            for run in range(RUNS):
-                log(f"{name} run {run + 1}/{RUNS} …")
-                results.append(run_once(workdir, name, dbs[db], env, spec, run))
-            summary = {
-                "scenario": name,
-                "rps": median(results, "rps"),
-                "p50_ms": median(results, "p50_ms"),
-                "p99_ms": median(results, "p99_ms"),
-                "non2xx": sum(r["non2xx"] + r["socket_errors"] for r in results),
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
-                "idle_rss_mib": median(results, "idle_rss_mib"),
-                "lost": sum(r.get("lost", 0) for r in results),
-                "counter_mismatch": sum(r.get("counter_mismatch", 0) for r in results),
-                "runs": results,
-            }
-            table.append(summary)
 
-        binary_mib = os.path.getsize(BINARY) / (1024 * 1024)
-        lines = [
-            f"wrk: {THREADS} threads, {CONNECTIONS} connections, {DURATION}s per run, "
-            f"median of {RUNS} runs; release binary {binary_mib:.2f} MiB",
+def run_throughput(workdir, bins):
+    """{label: [summary per scenario]}, every run of every binary interleaved."""
+    files = request_files(workdir)
+    dbs = {label: templates(binary, label, workdir) for label, binary in bins}
+    tables = {label: [] for label, _ in bins}
+    for name, db, env, spec in scenarios(files):
+        if not selected(name):
+            continue
+        results = {label: [] for label, _ in bins}
+        for run in range(lib.RUNS):
+            for label, binary in bins:
+                log(f"{name} run {run + 1}/{lib.RUNS} ({label}) …")
+                results[label].append(
+                    run_once(binary, workdir, name, dbs[label][db], env, spec, run))
+        for label, _ in bins:
+            tables[label].append(summarise(name, results[label]))
+    return tables
+
+
+def ingest_ratio(table):
+    by_name = {s["scenario"]: s for s in table}
+    if "health_live" in by_name and INGEST in by_name:
+        return by_name[INGEST]["rps"] / by_name["health_live"]["rps"]
+    return None
+
+
+def against_previous(new, old_by_name):
+    """The issues' no-regression targets: issue 7 asks for at least the previous req/s on
+    durable ingest and /health/live, issue 8 for at least 90% on durable ingest."""
+    lines = []
+    for name, floor in ((INGEST, "≥ 1.00 (issue 7), ≥ 0.90 (issue 8)"),
+                        ("health_live", "≥ 1.00 (issue 7)")):
+        mine = [s for s in new if s["scenario"] == name]
+        if mine and name in old_by_name:
+            ratio = mine[0]["rps"] / old_by_name[name]["rps"]
+            lines.append(f"- {name} new/old: **{ratio:.2f}** (target {floor})")
+    return lines
+
+
+def throughput_report(tables, bins):
+    new = tables["new"]
+    binary_mib = os.path.getsize(lib.BINARY) / (1024 * 1024)
+    lines = [
+        "## Throughput",
+        "",
+        f"wrk: {lib.THREADS} threads, {lib.CONNECTIONS} connections, {lib.DURATION}s per run, "
+        f"median of {lib.RUNS} runs; release binary {binary_mib:.2f} MiB",
+        "",
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx | peak RSS MiB | idle RSS MiB | cs/req "
+        "| lost | counter≠rows |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in new:
+        lines.append(
+            f"| {s['scenario']} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+            f"{s['non2xx']} | {s['peak_rss_mib']:.1f} | {s['idle_rss_mib']:.1f} | "
+            f"{s['cs_per_request']:.2f} | {s['lost']} | {s['counter_mismatch']} |")
+    ratio = ingest_ratio(new)
+    if ratio is not None:
+        lines += ["", f"durable ingest / health_live throughput: {ratio:.0%}"]
+    if "old" in tables:
+        old_by_name = {s["scenario"]: s for s in tables["old"]}
+        old_mib = os.path.getsize(dict(bins)["old"]) / (1024 * 1024)
+        lines += [
             "",
-            "| scenario | req/s | p50 ms | p99 ms | non-2xx | peak RSS MiB | idle RSS MiB | lost | counter≠rows |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"### Side by side with the previous binary ({old_mib:.2f} MiB), runs interleaved",
+            "",
+            "| scenario | old req/s | new req/s | new/old | old p99 ms | new p99 ms "
+            "| old cs/req | new cs/req | old peak RSS MiB | new peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for s in table:
+        for s in new:
+            o = old_by_name[s["scenario"]]
             lines.append(
-                f"| {s['scenario']} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
-                f"{s['non2xx']} | {s['peak_rss_mib']:.1f} | {s['idle_rss_mib']:.1f} | "
-                f"{s['lost']} | {s['counter_mismatch']} |")
-        by_name = {s["scenario"]: s for s in table}
-        if "health_live" in by_name and "ingest_full" in by_name:
-            ratio = by_name["ingest_full"]["rps"] / by_name["health_live"]["rps"]
-            lines += ["", f"durable ingest / health_live throughput: {ratio:.0%}"]
-        report = "\n".join(lines)
-        print(report)
-        out_dir = os.path.join(ROOT, "bench-results")
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "latest.md"), "w") as f:
-            f.write(report + "\n")
-        with open(os.path.join(out_dir, "latest.json"), "w") as f:
-            json.dump({"binary_mib": binary_mib, "scenarios": table}, f, indent=1)
+                f"| {s['scenario']} | {o['rps']:.0f} | {s['rps']:.0f} | {s['rps'] / o['rps']:.2f} "
+                f"| {o['p99_ms']:.2f} | {s['p99_ms']:.2f} | {o['cs_per_request']:.2f} "
+                f"| {s['cs_per_request']:.2f} | {o['peak_rss_mib']:.1f} | {s['peak_rss_mib']:.1f} |")
+        old_ratio = ingest_ratio(tables["old"])
+        if old_ratio is not None:
+            lines += ["", f"durable ingest / health_live, previous binary: {old_ratio:.0%}"]
+        lines += [""] + against_previous(new, old_by_name)
+    return "\n".join(lines), {"binary_mib": binary_mib, "binaries": dict(bins),
+                              "scenarios": tables}
+
+
+def main():
+    bins = lib.binaries()
+    workdir = tempfile.mkdtemp(prefix="hookbox-bench-")
+    sections, data = [], {}
+    try:
+        if any(selected(name) for name, *_ in scenarios({"unique": "", "dups": ""})):
+            report, data["throughput"] = throughput_report(run_throughput(workdir, bins), bins)
+            print(report + "\n", flush=True)
+            lib.write_results("throughput", report, data["throughput"])
+            sections.append(report)
+        if postgres.available() and (not lib.ONLY or "postgres" in lib.ONLY):
+            files = request_files(workdir)
+            report, data["postgres"] = postgres.run(workdir, bins, files["unique"])
+            print(report + "\n", flush=True)
+            lib.write_results("postgres", report, data["postgres"])
+            sections.append(report)
+        elif "postgres" in lib.ONLY:
+            sys.exit("BENCH_ONLY=postgres needs BENCH_PG_URL (and psql)")
+        if not lib.ONLY or "reads" in lib.ONLY:
+            report, data["reads"] = reads.run(workdir, bins)
+            print(report + "\n", flush=True)
+            lib.write_results("reads", report, data["reads"])
+            sections.append(report)
+        if not sections:
+            sys.exit(f"BENCH_ONLY={','.join(sorted(lib.ONLY))} names no scenario")
+        lib.write_results("latest", "\n\n".join(sections), data)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,7 +1,8 @@
 -- POSTs pre-signed webhook requests read from $BENCH_REQUESTS (one "signature<TAB>body" a line).
 -- Each wrk thread takes its own interleaved share of the lines, so with enough lines every
 -- request is a distinct message (a real insert); with $BENCH_REQUESTS holding a few ids that
--- were already stored, every request is a duplicate.
+-- were already stored, every request is a duplicate. Several wrk processes (one per server
+-- instance) split the lines too: $BENCH_SHARD of $BENCH_SHARDS (default 0 of 1).
 dofile(os.getenv("BENCH_DIR") .. "/report.lua")
 
 local counter = 0
@@ -12,11 +13,14 @@ function setup(thread)
 end
 
 function init(args)
-  local total = tonumber(os.getenv("BENCH_THREADS"))
+  local threads = tonumber(os.getenv("BENCH_THREADS"))
+  local shard = tonumber(os.getenv("BENCH_SHARD") or "0")
+  local total = threads * tonumber(os.getenv("BENCH_SHARDS") or "1")
+  local mine = shard * threads + id
   bodies, signatures = {}, {}
   local i = 0
   for line in io.lines(os.getenv("BENCH_REQUESTS")) do
-    if i % total == id then
+    if i % total == mine then
       local signature, body = line:match("^(%x+)\t(.*)$")
       table.insert(signatures, signature)
       table.insert(bodies, body)
