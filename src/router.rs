@@ -6,6 +6,7 @@
 
 use crate::error::Error;
 use crate::handlers::{self, Handler};
+use crate::http::{Request, Response};
 
 /// Every route the service knows, and one for every path it does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,15 @@ pub enum Route {
     Metrics,
     /// Every path that matches no route, so unknown URLs cannot grow the metric series.
     Unmatched,
+}
+
+/// What serves a route.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// A handler that needs a worker (its store connection, the writer).
+    Worker(Handler),
+    /// A handler that needs nothing but the request: run on the connection's own thread.
+    Here(fn(&Request) -> Response),
 }
 
 /// Which worker queue a request waits in.
@@ -59,24 +69,25 @@ const POST: &str = "POST";
 
 /// Picks the handler for `method` on `path` (no query string). Empty segments are ignored, so
 /// `/webhook/` is `/webhook`.
-pub fn route(method: &str, path: &str) -> (Route, Result<Handler, Error>) {
+pub fn route(method: &str, path: &str) -> (Route, Result<Target, Error>) {
     let segments: Vec<&str> = path
         .split('/')
         .filter(|segment| !segment.is_empty())
         .collect();
     let is_get = matches!(method, "GET" | "HEAD");
+    use Target::{Here, Worker};
     match (method, segments.as_slice()) {
-        ("POST", ["webhook"]) => (Route::Webhook, Ok(handlers::webhook::post)),
+        ("POST", ["webhook"]) => (Route::Webhook, Ok(Worker(handlers::webhook::post))),
         (_, ["webhook"]) => (Route::Webhook, Err(Error::MethodNotAllowed(POST))),
-        (_, ["messages"]) if is_get => (Route::Messages, Ok(handlers::messages::list)),
+        (_, ["messages"]) if is_get => (Route::Messages, Ok(Worker(handlers::messages::list))),
         (_, ["messages"]) => (Route::Messages, Err(Error::MethodNotAllowed(GET))),
-        (_, ["stats"]) if is_get => (Route::Stats, Ok(handlers::stats::get)),
+        (_, ["stats"]) if is_get => (Route::Stats, Ok(Worker(handlers::stats::get))),
         (_, ["stats"]) => (Route::Stats, Err(Error::MethodNotAllowed(GET))),
-        (_, ["health", "live"]) if is_get => (Route::Live, Ok(handlers::health::live)),
+        (_, ["health", "live"]) if is_get => (Route::Live, Ok(Here(handlers::health::live))),
         (_, ["health", "live"]) => (Route::Live, Err(Error::MethodNotAllowed(GET))),
-        (_, ["health", "ready"]) if is_get => (Route::Ready, Ok(handlers::health::ready)),
+        (_, ["health", "ready"]) if is_get => (Route::Ready, Ok(Worker(handlers::health::ready))),
         (_, ["health", "ready"]) => (Route::Ready, Err(Error::MethodNotAllowed(GET))),
-        (_, ["metrics"]) if is_get => (Route::Metrics, Ok(handlers::health::metrics)),
+        (_, ["metrics"]) if is_get => (Route::Metrics, Ok(Worker(handlers::health::metrics))),
         (_, ["metrics"]) => (Route::Metrics, Err(Error::MethodNotAllowed(GET))),
         _ => (Route::Unmatched, Err(Error::NotFound)),
     }
@@ -85,7 +96,6 @@ pub fn route(method: &str, path: &str) -> (Route, Result<Handler, Error>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Request;
 
     fn name(method: &str, target: &str) -> (&'static str, u16) {
         let request = Request::new(method, target, b"");

@@ -24,7 +24,7 @@ use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
 use crate::http;
 use crate::metrics::{Metrics, Queue};
-use crate::router::{self, Lane};
+use crate::router::{self, Lane, Target};
 use crate::state::{Shared, StorageHealth};
 use crate::worker::{self, Answer, Job, Pending, Queues};
 use crate::writer;
@@ -265,7 +265,7 @@ fn connection_limit(config: &Config) -> usize {
 
 /// Runs on a connection's own thread once it has read a whole request: hands it to a worker on
 /// its lane and waits for the response. Requests that need no worker — no such route, a body
-/// that never came — are answered right here.
+/// that never came, the liveness probe — are answered right here.
 fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
     let received = Instant::now();
     let request = http::from_incoming(incoming, shared.config.max_body_bytes);
@@ -288,7 +288,11 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
     };
     match handler {
         Err(error) => worker::finish(shared, pending, None, Err(error)),
-        Ok(handler) => {
+        Ok(Target::Here(handler)) => {
+            let response = handler(&request);
+            worker::finish(shared, pending, None, Ok(response));
+        }
+        Ok(Target::Worker(handler)) => {
             let lane = match route.lane() {
                 Lane::Fast => &lanes.fast,
                 Lane::Query => &lanes.query,

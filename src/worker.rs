@@ -255,7 +255,7 @@ mod tests {
         let response = error.into_response();
         assert_eq!(response.body, br#"{"detail":"internal server error"}"#);
         // The same context serves the next call: nothing was left poisoned.
-        assert!(call(crate::handlers::health::live, &mut ctx, &request).is_ok());
+        assert!(call(crate::handlers::health::metrics, &mut ctx, &request).is_ok());
         drop(ctx);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);

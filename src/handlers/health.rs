@@ -6,9 +6,11 @@ use super::{Context, Reply};
 use crate::error::Error;
 use crate::http::{Request, Response};
 
-/// 200 whenever a worker can answer at all.
-pub fn live(_ctx: &mut Context<'_>, _request: &Request) -> Result<Reply, Error> {
-    Ok(Response::json(200, &json!({"status": "ok"})).into())
+/// 200 whenever the process serves HTTP. It needs nothing but the request, so it is answered on
+/// the connection's own thread (`router::Target::Here`): no worker hop, and it stays true and
+/// fast while every worker is busy — liveness is not readiness.
+pub fn live(_request: &Request) -> Response {
+    Response::json(200, &json!({"status": "ok"}))
 }
 
 /// 200 only when the secret is set, the database answers with the expected schema, and the
