@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Context, Reply};
+use super::{Context, Reply, read};
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message;
@@ -22,7 +22,7 @@ struct Page {
 
 pub fn list(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     let query = parse_query(request)?;
-    let found = ctx.store.list(&query)?;
+    let found = read(ctx.metrics, ctx.store.list(&query))?;
     let page = Page {
         data: found.rows,
         total: found.total,
