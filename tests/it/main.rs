@@ -12,6 +12,7 @@ mod messages;
 mod migration;
 mod ops;
 mod properties;
+mod retention;
 mod stats;
 mod storage;
 mod webhook;
