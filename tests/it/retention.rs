@@ -86,7 +86,7 @@ fn retention_keeps_the_newest_by_arrival_under_concurrent_ingest_with_exact_aggr
         assert_eq!(last - first + 1, rows);
         let indexed: i64 = conn
             .query_row(
-                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '\"retained\"'",
+                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '\"ret\" AND \"ned\"'",
                 [],
                 |row| row.get(0),
             )
