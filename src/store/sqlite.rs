@@ -92,6 +92,8 @@ impl Sqlite {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(&config.database_path, flags)?;
         conn.busy_timeout(config.busy_timeout)?;
+        // `list` has a few dozen statement shapes (filters × search kind); keep them all prepared.
+        conn.set_prepared_statement_cache_capacity(64);
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(rusqlite::Error::InvalidParameterName(format!(
