@@ -7,8 +7,8 @@
 //! `start` runs the exact server that the binary runs, so tests exercise the real thing.
 //! See ARCHITECTURE.md for the life of a request and the invariants.
 
+pub mod cli;
 pub mod config;
-pub mod db;
 pub mod error;
 pub mod handlers;
 pub mod healthcheck;
@@ -22,6 +22,8 @@ pub mod router;
 pub mod server;
 pub mod signature;
 pub mod state;
+pub mod store;
+pub mod text;
 pub mod timestamp;
 pub mod worker;
 pub mod writer;

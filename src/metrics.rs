@@ -76,6 +76,10 @@ pub struct Metrics {
     /// Connections refused at once for being over `HOOKBOX_MAX_CONNECTIONS`.
     pub connections_refused: IntCounter,
     connections_closed: IntCounterVec,
+    /// Reads stopped at `HOOKBOX_QUERY_TIMEOUT_MS` (answered 503).
+    pub query_timeouts: IntCounter,
+    /// Messages deleted by retention.
+    pub purged_messages: IntCounter,
 }
 
 /// Which bounded queue was full when a request was shed.
@@ -171,6 +175,16 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let query_timeouts = IntCounter::new(
+            "hookbox_query_timeouts_total",
+            "Reads stopped at HOOKBOX_QUERY_TIMEOUT_MS and answered 503.",
+        )
+        .expect("valid metric");
+        let purged_messages = IntCounter::new(
+            "hookbox_purged_messages_total",
+            "Messages deleted by retention (HOOKBOX_RETAIN_MESSAGES, HOOKBOX_RETAIN_DAYS).",
+        )
+        .expect("valid metric");
 
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -184,6 +198,8 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
             Box::new(connections_closed.clone()),
+            Box::new(query_timeouts.clone()),
+            Box::new(purged_messages.clone()),
         ] {
             registry
                 .register(collector)
@@ -210,6 +226,8 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_closed,
+            query_timeouts,
+            purged_messages,
         }
     }
 

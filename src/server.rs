@@ -20,12 +20,12 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 
 use crate::config::Config;
-use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
 use crate::http;
 use crate::metrics::{Metrics, Queue};
 use crate::router::{self, Lane, Target};
 use crate::state::{Shared, StorageHealth};
+use crate::store::{Store, StoreError, sqlite::SCHEMA_VERSION};
 use crate::worker::{self, Answer, Job, Pending, Queues};
 use crate::writer;
 
@@ -125,14 +125,13 @@ struct Lanes {
 
 /// Starts a server for `config` and returns once it is accepting connections.
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
-    let database_error = |error: rusqlite::Error| {
+    let database_error = |error: StoreError| {
         StartError::Database(format!("{}: {error}", config.database_path.display()))
     };
-    let mut writer_db = Db::open(&config).map_err(database_error)?;
-    writer_db.migrate().map_err(database_error)?;
-    writer_db.track_wal().map_err(database_error)?;
+    let mut writer_store = Store::open(&config).map_err(database_error)?;
+    writer_store.migrate().map_err(database_error)?;
     let connections = (0..config.workers)
-        .map(|_| Db::open(&config))
+        .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
     let listen_at = format!("HOST={} PORT={}", config.host, config.port);
@@ -182,11 +181,11 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
     });
-    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db, worker::pass_on);
+    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store, worker::pass_on);
     let workers = connections
         .into_iter()
         .enumerate()
-        .map(|(index, db)| {
+        .map(|(index, store)| {
             let shared = Arc::clone(&shared);
             let queues = Queues {
                 fast: fast_jobs.clone(),
@@ -201,7 +200,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             let writer = writer.clone();
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker::run(shared, db, writer, queues))
+                .spawn(move || worker::run(shared, store, writer, queues))
                 .expect("spawning a worker thread")
         })
         .collect();

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select_biased};
 
-use crate::db::Db;
 use crate::error::Error;
 use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
 use crate::http::{self, Response};
@@ -21,6 +20,7 @@ use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Queue, WebhookResult};
 use crate::router::Route;
 use crate::state::Shared;
+use crate::store::Store;
 use crate::writer::{Completion, Ticket, Writer};
 
 /// A request read whole by its connection thread, waiting for a worker.
@@ -70,24 +70,24 @@ pub struct Queues {
 }
 
 /// Serves until `stop` disconnects, the fast lane first; then answers whatever is still queued
-/// and ends, letting go of its `Writer`. `db` is this worker's own connection (reads).
-pub fn run(shared: Arc<Shared>, mut db: Db, writer: Writer<Pending>, queues: Queues) {
+/// and ends, letting go of its `Writer`. `store` is this worker's own connection (reads).
+pub fn run(shared: Arc<Shared>, mut store: Store, writer: Writer<Pending>, queues: Queues) {
     let Queues { fast, query, stop } = queues;
     loop {
         select_biased! {
             recv(fast) -> job => match job {
-                Ok(job) => guarded(|| handle(&shared, &mut db, &writer, job)),
+                Ok(job) => guarded(|| handle(&shared, &mut store, &writer, job)),
                 Err(_) => break,
             },
             recv(query) -> job => match job {
-                Ok(job) => guarded(|| handle(&shared, &mut db, &writer, job)),
+                Ok(job) => guarded(|| handle(&shared, &mut store, &writer, job)),
                 Err(_) => break,
             },
             recv(stop) -> _ => break,
         }
     }
     for job in fast.try_iter().chain(query.try_iter()) {
-        guarded(|| handle(&shared, &mut db, &writer, job));
+        guarded(|| handle(&shared, &mut store, &writer, job));
     }
 }
 
@@ -106,7 +106,7 @@ pub fn complete(shared: &Shared, completion: Completion<Pending>) {
         message_id,
         stored,
     } = completion;
-    let (result, response) = webhook::answer(stored);
+    let (result, response) = webhook::answer(stored.map_err(Error::from));
     let note = WebhookNote {
         message_id: Some(message_id),
         result,
@@ -114,7 +114,7 @@ pub fn complete(shared: &Shared, completion: Completion<Pending>) {
     finish(shared, token, Some(note), response);
 }
 
-fn handle(shared: &Shared, db: &mut Db, writer: &Writer<Pending>, job: Job) {
+fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Pending>, job: Job) {
     shared.metrics.queue_depth.dec();
     let Job {
         request,
@@ -125,7 +125,7 @@ fn handle(shared: &Shared, db: &mut Db, writer: &Writer<Pending>, job: Job) {
         config: &shared.config,
         metrics: &shared.metrics,
         storage: &shared.storage,
-        db,
+        store,
         webhook: None,
     };
     let result = match call(handler, &mut ctx, &request) {
@@ -238,14 +238,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hookbox-worker-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config::for_database(dir.join("t.db"), Some("secret"));
-        let mut db = Db::open(&config).unwrap();
-        db.migrate().unwrap();
+        let mut store = Store::open(&config).unwrap();
+        store.migrate().unwrap();
         let (metrics, storage) = (Metrics::new(), StorageHealth::default());
         let mut ctx = Context {
             config: &config,
             metrics: &metrics,
             storage: &storage,
-            db: &mut db,
+            store: &mut store,
             webhook: None,
         };
         let request = http::Request::new("GET", "/", b"");
@@ -257,7 +257,7 @@ mod tests {
         // The same context serves the next call: nothing was left poisoned.
         assert!(call(crate::handlers::health::metrics, &mut ctx, &request).is_ok());
         drop(ctx);
-        drop(db);
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

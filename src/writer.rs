@@ -13,7 +13,7 @@
 //! Workers keep their own connections for reads; SQLite allows one writer at a time anyway, so a
 //! single writing thread loses nothing and never waits on its own lock.
 //!
-//! The writer also checkpoints: once the WAL holds `CHECKPOINT_FRAMES` frames, after answering
+//! The writer also checkpoints (`Store::after_commit`): once the WAL holds ~1000 frames, after answering
 //! a batch, it copies the WAL into the database file (`PASSIVE`). Done by the only writer, between
 //! its own commits, the checkpoint completes and the WAL starts over, so it stays a few MiB.
 //! (A checkpoint on another thread races the writer and never completes under steady load: the
@@ -27,10 +27,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::db::{Db, Inserted};
-use crate::error::Error;
 use crate::message::Message;
 use crate::state::Shared;
+use crate::store::{Inserted, Retention, Store, StoreError};
 use crate::timestamp;
 
 /// A validated message waiting to be stored, with whatever its sender needs to answer it
@@ -44,7 +43,7 @@ pub struct Ticket<T> {
 pub struct Completion<T> {
     pub token: T,
     pub message_id: String,
-    pub stored: Result<Inserted, Error>,
+    pub stored: Result<Inserted, StoreError>,
 }
 
 /// The workers' end of the write queue.
@@ -79,23 +78,20 @@ impl<T: Send + 'static> Writer<T> {
 /// The writer stops once every `Writer` is dropped and the queue is drained.
 pub fn spawn<T: Send + 'static>(
     shared: Arc<Shared>,
-    db: Db,
+    store: Store,
     complete: impl Fn(Completion<T>) + Send + 'static,
 ) -> (Writer<T>, JoinHandle<()>) {
     let (sender, receiver) = crossbeam_channel::bounded(shared.config.write_queue_capacity);
     let handle = thread::Builder::new()
         .name("writer".to_owned())
-        .spawn(move || run(&shared, db, &receiver, &complete))
+        .spawn(move || run(&shared, store, &receiver, &complete))
         .expect("spawning the writer thread");
     (Writer { queue: sender }, handle)
 }
 
-/// SQLite's own default threshold: about 4 MiB of WAL with 4 KiB pages.
-const CHECKPOINT_FRAMES: i32 = 1000;
-
 fn run<T>(
     shared: &Shared,
-    mut db: Db,
+    mut store: Store,
     queue: &Receiver<Ticket<T>>,
     complete: &dyn Fn(Completion<T>),
 ) {
@@ -108,51 +104,82 @@ fn run<T>(
         // A panic drops the batch's tokens unanswered, which their connections answer with a
         // 500: never a 200, and the writer lives on for the next batch.
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
-            commit(shared, &mut db, batch, complete);
+            commit(shared, &mut store, batch, complete);
         }));
         if committed.is_err() {
             log::error!("the writer panicked while committing a batch; its requests got 500");
         }
-        if db.wal_frames() >= CHECKPOINT_FRAMES {
-            if let Err(error) = db.checkpoint_passive() {
-                log::warn!("checkpoint failed (retried after the next commits): {error}");
+        store.after_commit();
+        purge_some(shared, &mut store, queue);
+    }
+    store.close();
+}
+
+/// Rows deleted per purge transaction: about 3.5 ms each on a 1M-message store (its dirty pages
+/// fit the page cache; 256 did not, and took 26 ms), so a message arriving during a purge waits
+/// at most that long.
+const PURGE_BATCH: usize = 64;
+
+/// Retention (`HOOKBOX_RETAIN_*`), between commits: deletes what must go in small batches,
+/// stopping as soon as a message waits. At least one batch runs after every commit, so under
+/// steady load the purge still advances; under a flood of full commits it lags and catches up in
+/// the next lull.
+fn purge_some<T>(shared: &Shared, store: &mut Store, queue: &Receiver<Ticket<T>>) {
+    let retention = Retention {
+        keep_messages: shared.config.retain_messages,
+        keep_days: shared.config.retain_days,
+    };
+    if retention.is_unlimited() {
+        return;
+    }
+    loop {
+        match store.purge(&retention, PURGE_BATCH) {
+            Ok(0) => break,
+            Ok(purged) => shared.metrics.purged_messages.inc_by(purged as u64),
+            Err(error) => {
+                log::warn!("retention purge failed (retried after the next commit): {error}");
+                break;
             }
         }
-    }
-    if let Err(error) = db.checkpoint_truncate() {
-        log::warn!("final checkpoint failed (the WAL is replayed on next open): {error}");
+        store.after_commit();
+        if !queue.is_empty() {
+            break;
+        }
     }
 }
 
 /// Stores one batch in one transaction, then hands every ticket in it back for answering.
 fn commit<T>(
     shared: &Shared,
-    db: &mut Db,
+    store: &mut Store,
     batch: Vec<Ticket<T>>,
     complete: &dyn Fn(Completion<T>),
 ) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
-    let stored = db.insert_batch(batch.iter().map(|ticket| &ticket.message), &received_at);
+    let (messages, tokens): (Vec<Message>, Vec<T>) = batch
+        .into_iter()
+        .map(|ticket| (ticket.message, ticket.token))
+        .unzip();
+    let stored = store.insert_batch(&messages, &received_at);
     shared
         .metrics
-        .observe_commit(batch.len(), started.elapsed());
-    let results: Vec<Result<_, Error>> = match stored {
+        .observe_commit(messages.len(), started.elapsed());
+    let results: Vec<Result<Inserted, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
             inserted.into_iter().map(Ok).collect()
         }
         Err(error) => {
-            let error = Error::from(error);
-            log::error!(batch = batch.len(); "commit failed, answering the batch with an error: {error}");
+            log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
             shared.storage.record_failure(error.to_string());
-            batch.iter().map(|_| Err(error.clone())).collect()
+            messages.iter().map(|_| Err(error.clone())).collect()
         }
     };
-    for (ticket, stored) in batch.into_iter().zip(results) {
+    for ((message, token), stored) in messages.into_iter().zip(tokens).zip(results) {
         complete(Completion {
-            token: ticket.token,
-            message_id: ticket.message.message_id,
+            token,
+            message_id: message.message_id,
             stored,
         });
     }

@@ -1,6 +1,6 @@
 //! Request handlers: plain functions from `(context, request)` to a response or an error.
 //!
-//! Handlers never see tiny_http, never touch SQL (that is `db`'s job), and never write logs or
+//! Handlers never see tiny_http, never touch SQL (that is the store's job), and never write logs or
 //! metrics themselves: the worker does that once per request, from what the handler returns and
 //! from the note the webhook handler leaves in the context.
 
@@ -10,12 +10,12 @@ pub mod stats;
 pub mod webhook;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
 use crate::metrics::{Metrics, WebhookResult};
 use crate::state::StorageHealth;
+use crate::store::{Store, StoreError};
 
 /// Every handler has this shape, so the router can hand one back as a plain `fn` pointer.
 pub type Handler = fn(&mut Context<'_>, &Request) -> Result<Reply, Error>;
@@ -40,7 +40,7 @@ pub struct Context<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub storage: &'a StorageHealth,
-    pub db: &'a mut Db,
+    pub store: &'a mut Store,
     /// Set by the webhook handler when it refuses a request: what the log line and
     /// `webhook_requests_total` report. (Stored messages are reported by the writer.)
     pub webhook: Option<WebhookNote>,
@@ -50,4 +50,15 @@ pub struct Context<'a> {
 pub struct WebhookNote {
     pub message_id: Option<String>,
     pub result: WebhookResult,
+}
+
+/// A store read's failure as the handler's error; a read stopped at the query timeout is counted
+/// in `hookbox_query_timeouts_total`.
+pub fn read<T>(metrics: &Metrics, result: Result<T, StoreError>) -> Result<T, Error> {
+    result.map_err(|error| {
+        if matches!(error, StoreError::QueryTimeout) {
+            metrics.query_timeouts.inc();
+        }
+        Error::from(error)
+    })
 }

@@ -6,11 +6,15 @@ mod support;
 
 mod binary;
 mod concurrency;
+mod export;
+mod growth;
 mod hostile;
 mod messages;
+mod migration;
 mod ops;
 mod pipeline;
 mod properties;
+mod retention;
 mod stats;
 mod storage;
 mod webhook;
