@@ -79,7 +79,12 @@ impl Db {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&config.database_path, flags)?;
+        let crate::config::Database::Sqlite(path) = &config.database else {
+            return Err(rusqlite::Error::InvalidPath(
+                config.database.describe().into(),
+            ));
+        };
+        let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(config.busy_timeout)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

@@ -99,7 +99,7 @@ impl Drop for ServerHandle {
 /// Starts a server for `config` and returns once it is accepting connections.
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let database_error = |error: rusqlite::Error| {
-        StartError::Database(format!("{}: {error}", config.database_path.display()))
+        StartError::Database(format!("{}: {error}", config.database.describe()))
     };
     let mut writer_db = Db::open(&config).map_err(database_error)?;
     writer_db.migrate().map_err(database_error)?;
@@ -133,7 +133,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     }
     log::info!(
         addr:% = addr,
-        database:% = config.database_path.display(),
+        database:% = config.database.describe(),
         schema_version = SCHEMA_VERSION,
         workers = config.workers,
         queue_capacity = config.queue_capacity,

@@ -66,7 +66,7 @@ impl TestServer {
         TestServer::start_in(dir, config)
     }
 
-    /// A server on an existing directory (for restart tests); `config.database_path` decides the file.
+    /// A server on an existing directory (for restart tests); `config.database` decides the file.
     pub fn start_in(dir: TempDir, config: Config) -> TestServer {
         let handle = hookbox::start(config).expect("server starts");
         TestServer {
