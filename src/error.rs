@@ -8,6 +8,7 @@ use std::fmt;
 use serde_json::{Value, json};
 
 use crate::http::Response;
+use crate::store::StoreError;
 
 /// Seconds a sender is asked to wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -32,9 +33,12 @@ pub enum Error {
     /// The service cannot take this request now (queue full, not configured, shutting down);
     /// the sender should retry. The reason is shown to the client.
     Unavailable(&'static str),
-    /// SQLite could not serve the request (busy past the timeout, disk full, read-only, I/O);
+    /// The store could not serve the request (busy past the timeout, disk full, read-only, I/O);
     /// the sender should retry. The cause is logged; the client sees a generic reason.
     StorageUnavailable(String),
+    /// A read ran past `HOOKBOX_QUERY_TIMEOUT_MS` and was stopped; the client may retry (perhaps
+    /// with narrower filters).
+    QueryTimeout,
     /// A bug or an unexpected store error. The detail is logged, the client sees a generic body.
     Internal(String),
 }
@@ -49,7 +53,7 @@ impl Error {
             Error::BadRequest(_) => 400,
             Error::RequestTimeout => 408,
             Error::Unprocessable(_) => 422,
-            Error::Unavailable(_) | Error::StorageUnavailable(_) => 503,
+            Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => 503,
             Error::Internal(_) => 500,
         }
     }
@@ -73,12 +77,13 @@ impl Error {
             Error::Unprocessable(ref problems) => json!(problems),
             Error::Unavailable(reason) => json!(reason),
             Error::StorageUnavailable(_) => json!("storage unavailable, retry later"),
+            Error::QueryTimeout => json!("query took too long, retry later or narrow the filters"),
             Error::Internal(_) => json!("internal server error"),
         };
         let mut response = Response::json(status, &json!({ "detail": detail }));
         match self {
             Error::MethodNotAllowed(allow) => response.headers.push(("Allow", allow.to_owned())),
-            Error::Unavailable(_) | Error::StorageUnavailable(_) => response
+            Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => response
                 .headers
                 .push(("Retry-After", RETRY_AFTER_SECONDS.to_string())),
             _ => {}
@@ -99,6 +104,7 @@ impl fmt::Display for Error {
             Error::Unprocessable(problems) => write!(f, "{} validation problem(s)", problems.len()),
             Error::Unavailable(reason) => write!(f, "unavailable: {reason}"),
             Error::StorageUnavailable(cause) => write!(f, "storage unavailable: {cause}"),
+            Error::QueryTimeout => f.write_str("query stopped at the query timeout"),
             Error::Internal(message) => write!(f, "internal error: {message}"),
         }
     }
@@ -106,17 +112,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<rusqlite::Error> for Error {
-    /// Conditions a sender can wait out (busy, locked, full, read-only, I/O) become 503;
-    /// anything else is a bug or corruption and becomes 500.
-    fn from(error: rusqlite::Error) -> Error {
-        use rusqlite::ErrorCode::*;
-        match error.sqlite_error_code() {
-            Some(
-                DatabaseBusy | DatabaseLocked | DiskFull | ReadOnly | SystemIoFailure | CannotOpen
-                | OutOfMemory,
-            ) => Error::StorageUnavailable(error.to_string()),
-            _ => Error::Internal(format!("storage: {error}")),
+impl From<StoreError> for Error {
+    /// Conditions a sender can wait out become 503 + `Retry-After`; anything else is a 500.
+    fn from(error: StoreError) -> Error {
+        match error {
+            StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
+            StoreError::QueryTimeout => Error::QueryTimeout,
+            StoreError::Internal(cause) => Error::Internal(format!("storage: {cause}")),
         }
     }
 }

@@ -8,7 +8,6 @@
 //! See ARCHITECTURE.md for the life of a request and the invariants.
 
 pub mod config;
-pub mod db;
 pub mod error;
 pub mod handlers;
 pub mod healthcheck;
@@ -20,6 +19,8 @@ pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod signature;
+pub mod store;
+pub mod text;
 pub mod timestamp;
 pub mod worker;
 pub mod writer;

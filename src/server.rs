@@ -15,13 +15,13 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::Config;
-use crate::db::{Db, SCHEMA_VERSION};
 use crate::error::Error;
 use crate::handlers::WebhookNote;
 use crate::http;
 use crate::listener;
 use crate::metrics::{Metrics, Queue, WebhookResult};
 use crate::router;
+use crate::store::{Store, StoreError, sqlite::SCHEMA_VERSION};
 use crate::worker::{self, Job, Outcome, Shared};
 use crate::writer;
 
@@ -98,14 +98,13 @@ impl Drop for ServerHandle {
 
 /// Starts a server for `config` and returns once it is accepting connections.
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
-    let database_error = |error: rusqlite::Error| {
+    let database_error = |error: StoreError| {
         StartError::Database(format!("{}: {error}", config.database.describe()))
     };
-    let mut writer_db = Db::open(&config).map_err(database_error)?;
-    writer_db.migrate().map_err(database_error)?;
-    writer_db.track_wal().map_err(database_error)?;
+    let mut writer_store = Store::open(&config).map_err(database_error)?;
+    writer_store.migrate().map_err(database_error)?;
     let connections = (0..config.workers)
-        .map(|_| Db::open(&config))
+        .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
 
@@ -148,18 +147,18 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         metrics: Metrics::new(),
         storage: writer::StorageHealth::default(),
     });
-    let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_db);
+    let (writer, completions, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store);
     let workers = connections
         .into_iter()
         .enumerate()
-        .map(|(index, db)| {
+        .map(|(index, store)| {
             let shared = Arc::clone(&shared);
             let receiver = receiver.clone();
             let writer = writer.clone();
             let completions = completions.clone();
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker::run(shared, db, writer, receiver, completions))
+                .spawn(move || worker::run(shared, store, writer, receiver, completions))
                 .expect("spawning a worker thread")
         })
         .collect();

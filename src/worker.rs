@@ -12,13 +12,13 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, select_biased};
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::Error;
 use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
 use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Metrics, Queue, WebhookResult};
 use crate::router;
+use crate::store::Store;
 use crate::writer::{Completion, StorageHealth, Ticket, Writer};
 
 /// What every thread of one server shares.
@@ -37,10 +37,10 @@ pub struct Job {
 /// Serves requests from `jobs` and answers stored messages from `completions` (first, so that
 /// finished work leaves before new work starts) until the dispatcher closes `jobs`; then keeps
 /// answering completions until the writer, having committed everything handed to it, stops.
-/// `db` is this worker's own connection (reads); messages to store go to `writer`.
+/// `store` is this worker's own connection (reads); messages to store go to `writer`.
 pub fn run(
     shared: Arc<Shared>,
-    mut db: Db,
+    mut store: Store,
     writer: Writer,
     jobs: Receiver<Job>,
     completions: Receiver<Completion>,
@@ -55,7 +55,7 @@ pub fn run(
             recv(jobs) -> job => {
                 let Ok(job) = job else { break };
                 shared.metrics.queue_depth.dec();
-                guarded(|| handle(&shared, &mut db, &writer, job));
+                guarded(|| handle(&shared, &mut store, &writer, job));
             }
         }
     }
@@ -104,7 +104,7 @@ fn answer_ticket(
     finish(shared, ticket.request, outcome, response);
 }
 
-fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
+fn handle(shared: &Shared, store: &mut Store, writer: &Writer, job: Job) {
     let Job {
         mut request,
         received,
@@ -119,7 +119,7 @@ fn handle(shared: &Shared, db: &mut Db, writer: &Writer, job: Job) {
         config: &shared.config,
         metrics: &shared.metrics,
         storage: &shared.storage,
-        db,
+        store,
         webhook: None,
     };
     let result = handler.and_then(|handler| call(handler, &mut ctx, &owned));
@@ -251,14 +251,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hookbox-worker-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config::for_database(dir.join("t.db"), Some("secret"));
-        let mut db = Db::open(&config).unwrap();
-        db.migrate().unwrap();
+        let mut store = Store::open(&config).unwrap();
+        store.migrate().unwrap();
         let (metrics, storage) = (Metrics::new(), StorageHealth::default());
         let mut ctx = Context {
             config: &config,
             metrics: &metrics,
             storage: &storage,
-            db: &mut db,
+            store: &mut store,
             webhook: None,
         };
         let request = http::Request::new("GET", "/", b"");
@@ -270,7 +270,7 @@ mod tests {
         // The same context serves the next call: nothing was left poisoned.
         assert!(call(crate::handlers::health::live, &mut ctx, &request).is_ok());
         drop(ctx);
-        drop(db);
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,7 +12,7 @@
 //! Workers keep their own connections for reads; SQLite allows one writer at a time anyway, so a
 //! single writing thread loses nothing and never waits on its own lock.
 //!
-//! The writer also checkpoints: once the WAL holds `CHECKPOINT_FRAMES` frames, after answering
+//! The writer also checkpoints (`Store::after_commit`): once the WAL holds ~1000 frames, after answering
 //! a batch, it copies the WAL into the database file (`PASSIVE`). Done by the only writer, between
 //! its own commits, the checkpoint completes and the WAL starts over, so it stays a few MiB.
 //! (A checkpoint on another thread races the writer and never completes under steady load: the
@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::db::{Db, Inserted};
 use crate::error::Error;
 use crate::message::Message;
+use crate::store::{Inserted, Store};
 use crate::timestamp;
 use crate::worker::Shared;
 
@@ -71,21 +71,23 @@ impl Writer {
 /// Starts the writer on its own connection. Finished tickets come back on the returned
 /// receiver. The writer stops once every `Writer` is dropped and the queue is drained; the
 /// completion channel then disconnects, after the last completion.
-pub fn spawn(shared: Arc<Shared>, db: Db) -> (Writer, Receiver<Completion>, JoinHandle<()>) {
+pub fn spawn(shared: Arc<Shared>, store: Store) -> (Writer, Receiver<Completion>, JoinHandle<()>) {
     let (sender, receiver) = crossbeam_channel::bounded(shared.config.write_queue_capacity);
     // Unbounded, but never long: at most the write queue plus one batch of tickets exist.
     let (completed, completions) = crossbeam_channel::unbounded();
     let handle = thread::Builder::new()
         .name("writer".to_owned())
-        .spawn(move || run(&shared, db, &receiver, &completed))
+        .spawn(move || run(&shared, store, &receiver, &completed))
         .expect("spawning the writer thread");
     (Writer { queue: sender }, completions, handle)
 }
 
-/// SQLite's own default threshold: about 4 MiB of WAL with 4 KiB pages.
-const CHECKPOINT_FRAMES: i32 = 1000;
-
-fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>, completed: &Sender<Completion>) {
+fn run(
+    shared: &Shared,
+    mut store: Store,
+    queue: &Receiver<Ticket>,
+    completed: &Sender<Completion>,
+) {
     let max_batch = shared.config.max_batch;
     while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(queue.len() + 1));
@@ -95,27 +97,24 @@ fn run(shared: &Shared, mut db: Db, queue: &Receiver<Ticket>, completed: &Sender
         // A panic drops the batch's requests unanswered, which tiny_http turns into 500s:
         // never a 200, and the writer lives on for the next batch.
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
-            commit(shared, &mut db, batch, completed);
+            commit(shared, &mut store, batch, completed);
         }));
         if committed.is_err() {
             log::error!("the writer panicked while committing a batch; its requests got 500");
         }
-        if db.wal_frames() >= CHECKPOINT_FRAMES {
-            if let Err(error) = db.checkpoint_passive() {
-                log::warn!("checkpoint failed (retried after the next commits): {error}");
-            }
-        }
+        store.after_commit();
     }
-    if let Err(error) = db.checkpoint_truncate() {
-        log::warn!("final checkpoint failed (the WAL is replayed on next open): {error}");
-    }
+    store.close();
 }
 
 /// Stores one batch in one transaction, then hands every ticket in it back for answering.
-fn commit(shared: &Shared, db: &mut Db, batch: Vec<Ticket>, completed: &Sender<Completion>) {
+fn commit(shared: &Shared, store: &mut Store, batch: Vec<Ticket>, completed: &Sender<Completion>) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
-    let stored = db.insert_batch(batch.iter().map(|ticket| &ticket.message), &received_at);
+    // Copies, because the tickets keep their messages for the answers; a few small strings per
+    // message, next to an fsync.
+    let messages: Vec<Message> = batch.iter().map(|ticket| ticket.message.clone()).collect();
+    let stored = store.insert_batch(&messages, &received_at);
     shared
         .metrics
         .observe_commit(batch.len(), started.elapsed());

@@ -17,7 +17,10 @@ pub fn ready(ctx: &mut Context<'_>, _request: &Request) -> Result<Reply, Error> 
     let problem = if ctx.config.webhook_secret.is_none() {
         Some("webhook secret not configured".to_owned())
     } else {
-        ctx.db.check_ready().err().or_else(|| ctx.storage.problem())
+        ctx.store
+            .check_ready()
+            .err()
+            .or_else(|| ctx.storage.problem())
     };
     let response = match problem {
         None => Response::json(200, &json!({"status": "ready"})),

@@ -4,10 +4,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Context, Reply};
-use crate::db::{self, ListQuery, StoredMessage};
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message;
+use crate::store::{ListQuery, StoredMessage};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
@@ -22,10 +22,10 @@ struct Page {
 
 pub fn list(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     let query = parse_query(request)?;
-    let (data, total) = ctx.db.list(&query)?;
+    let found = ctx.store.list(&query)?;
     let page = Page {
-        data,
-        total,
+        data: found.rows,
+        total: found.total,
         limit: query.limit,
         offset: query.offset,
     };
@@ -42,9 +42,7 @@ fn parse_query(request: &Request) -> Result<ListQuery, Error> {
     let since = collect(request.query_param("since"), &mut problems).flatten();
     let since_key =
         since.and_then(|since| message::instant_key(&since, &["query", "since"], &mut problems));
-    let text_folded = collect(request.query_param("q"), &mut problems)
-        .flatten()
-        .map(|q| db::fold_case(&q));
+    let text = collect(request.query_param("q"), &mut problems).flatten();
     if !problems.is_empty() {
         return Err(Error::Unprocessable(problems));
     }
@@ -53,7 +51,8 @@ fn parse_query(request: &Request) -> Result<ListQuery, Error> {
         offset,
         from,
         since_key,
-        text_folded,
+        text,
+        after: None,
     })
 }
 
@@ -123,7 +122,7 @@ mod tests {
     fn defaults() {
         let q = query("/messages").unwrap();
         assert_eq!((q.limit, q.offset), (DEFAULT_LIMIT, 0));
-        assert_eq!((q.from, q.since_key, q.text_folded), (None, None, None));
+        assert_eq!((q.from, q.since_key, q.text), (None, None, None));
     }
 
     #[test]
@@ -153,6 +152,6 @@ mod tests {
         let q = query("/messages?from=+91&since=2025-01-15T09:30:00Z&q=HeLLo").unwrap();
         assert_eq!(q.from.as_deref(), Some("+91"));
         assert_eq!(q.since_key.as_deref(), Some("2025-01-15T09:30:00"));
-        assert_eq!(q.text_folded.as_deref(), Some("hello"));
+        assert_eq!(q.text.as_deref(), Some("HeLLo"));
     }
 }

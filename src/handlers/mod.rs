@@ -1,6 +1,6 @@
 //! Request handlers: plain functions from `(context, request)` to a response or an error.
 //!
-//! Handlers never see tiny_http, never touch SQL (that is `db`'s job), and never write logs or
+//! Handlers never see tiny_http, never touch SQL (that is the store's job), and never write logs or
 //! metrics themselves: the worker does that once per request, from what the handler returns and
 //! from the note the webhook handler leaves in the context.
 
@@ -10,11 +10,11 @@ pub mod stats;
 pub mod webhook;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
 use crate::metrics::{Metrics, WebhookResult};
+use crate::store::Store;
 use crate::writer::StorageHealth;
 
 /// Every handler has this shape, so the router can hand one back as a plain `fn` pointer.
@@ -40,7 +40,7 @@ pub struct Context<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub storage: &'a StorageHealth,
-    pub db: &'a mut Db,
+    pub store: &'a mut Store,
     /// Set by the webhook handler when it refuses a request: what the log line and
     /// `webhook_requests_total` report. (Stored messages are reported by the writer.)
     pub webhook: Option<WebhookNote>,

@@ -5,6 +5,6 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 
 pub fn get(ctx: &mut Context<'_>, _request: &Request) -> Result<Reply, Error> {
-    let stats = ctx.db.stats()?;
+    let stats = ctx.store.stats()?;
     Ok(Response::json(200, &stats).into())
 }

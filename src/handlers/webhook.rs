@@ -8,12 +8,12 @@
 use serde_json::json;
 
 use super::{Context, Reply, WebhookNote};
-use crate::db::Inserted;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::{self, Message};
 use crate::metrics::WebhookResult;
 use crate::signature;
+use crate::store::Inserted;
 
 pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     let mut message_id = None;
@@ -66,7 +66,9 @@ pub fn result_of(error: &Error) -> WebhookResult {
         Error::PayloadTooLarge { .. } => WebhookResult::TooLarge,
         Error::BadRequest(_) | Error::RequestTimeout => WebhookResult::BadRequest,
         Error::MethodNotAllowed(_) => WebhookResult::MethodNotAllowed,
-        Error::Unavailable(_) | Error::StorageUnavailable(_) => WebhookResult::Unavailable,
+        Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => {
+            WebhookResult::Unavailable
+        }
         Error::NotFound | Error::Internal(_) => WebhookResult::Error,
     }
 }

@@ -91,7 +91,7 @@ fn health_ready_is_503_when_the_schema_is_not_the_one_this_build_applies() {
     );
 
     tamper
-        .pragma_update(None, "user_version", hookbox::db::SCHEMA_VERSION)
+        .pragma_update(None, "user_version", hookbox::store::sqlite::SCHEMA_VERSION)
         .unwrap();
     assert_eq!(server.get("/health/ready").status, 200);
 }

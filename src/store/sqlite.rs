@@ -1,20 +1,26 @@
-//! SQLite access: opening connections, migrations, and every query the service runs.
+//! The SQLite store: opening connections, migrations, and every query the service runs on SQLite.
 //!
-//! SQL lives here and in `sql/`, nowhere else. Each worker owns one `Db`; there is no pool and no
-//! lock of ours around a connection. Migrations run once at startup, before workers open theirs.
+//! SQL lives here and in `sql/`, nowhere else. Each worker owns one connection; there is no pool
+//! and no lock of ours around a connection. Migrations run once at startup, before workers open
+//! theirs.
 
-use rusqlite::functions::FunctionFlags;
-use rusqlite::types::{ToSql, ValueRef};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::config::Config;
+use super::{
+    ExportFilter, Inserted, ListQuery, Page, Retention, SenderCount, Stats, StoreError,
+    StoredMessage,
+};
+use crate::config::{Config, Database};
 use crate::message::Message;
+use crate::text;
 
 /// Migrations in order; migration `i` brings `PRAGMA user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../sql/001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("../../sql/001_init.sql")];
 
 /// The schema version this build expects.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -23,68 +29,49 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// the target boxes have little memory and the OS page cache sits behind it anyway.
 const CACHE_KIB: i64 = 1024;
 
-/// What storing a message did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    Created,
-    Duplicate,
+/// SQLite's own default threshold: about 4 MiB of WAL with 4 KiB pages.
+const CHECKPOINT_FRAMES: i32 = 1000;
+
+/// Sorts a SQLite error by what the caller can do about it: conditions a sender can wait out
+/// (busy, locked, full, read-only, I/O) are `Unavailable`; anything else is a bug or corruption.
+fn store_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match error.sqlite_error_code() {
+        Some(
+            DatabaseBusy | DatabaseLocked | DiskFull | ReadOnly | SystemIoFailure | CannotOpen
+            | OutOfMemory,
+        ) => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Internal(error.to_string()),
+    }
 }
 
-/// A stored message as the API returns it (`ts` exactly as received).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StoredMessage {
-    pub message_id: String,
-    pub from: String,
-    pub to: String,
-    pub ts: String,
-    pub text: Option<String>,
-}
-
-/// Filters and page for `list`. Every filter that is `Some` must hold (AND).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListQuery {
-    pub limit: u32,
-    pub offset: u64,
-    pub from: Option<String>,
-    /// Sort key of the `since` instant (see `timestamp::sort_key`).
-    pub since_key: Option<String>,
-    /// Needle for the case-insensitive substring search, already case-folded.
-    pub text_folded: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SenderCount {
-    pub from: String,
-    pub count: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Stats {
-    pub total_messages: i64,
-    pub senders_count: i64,
-    pub messages_per_sender: Vec<SenderCount>,
-    pub first_message_ts: Option<String>,
-    pub last_message_ts: Option<String>,
-}
-
-pub struct Db {
+pub struct Sqlite {
     conn: Connection,
-    /// Frames in the WAL after this connection's last commit (see `track_wal`).
+    /// Frames in the WAL after this connection's last commit (see `open`).
     wal_frames: Arc<AtomicI32>,
 }
 
-impl Db {
+impl Sqlite {
     /// Opens (creating if needed) the database file with the settings every connection shares.
-    pub fn open(config: &Config) -> rusqlite::Result<Db> {
+    pub fn open(config: &Config) -> Result<Sqlite, StoreError> {
+        Sqlite::open_connection(config).map_err(|error| match error {
+            // Opening is the one place where "cannot open" names a setting, not a passing state.
+            rusqlite::Error::InvalidParameterName(reason) => StoreError::Internal(reason),
+            other => store_error(other),
+        })
+    }
+
+    fn open_connection(config: &Config) -> rusqlite::Result<Sqlite> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let crate::config::Database::Sqlite(path) = &config.database else {
-            return Err(rusqlite::Error::InvalidPath(
-                config.database.describe().into(),
-            ));
+        let Database::Sqlite(path) = &config.database else {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "{} is not an SQLite database",
+                config.database.describe()
+            )));
         };
-        let conn = Connection::open_with_flags(path, flags)?;
+        let mut conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(config.busy_timeout)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -114,81 +101,80 @@ impl Db {
                     .as_str()
                     .map_err(|error| rusqlite::Error::UserFunctionError(Box::new(error)))?;
                 Ok(match ctx.get_raw(0) {
-                    ValueRef::Text(text) => {
-                        std::str::from_utf8(text).is_ok_and(|text| contains_folded(text, needle))
-                    }
+                    ValueRef::Text(text) => std::str::from_utf8(text)
+                        .is_ok_and(|text| text::contains_folded(text, needle)),
                     _ => false,
                 })
             },
         )?;
-        Ok(Db {
-            conn,
-            wal_frames: Arc::new(AtomicI32::new(0)),
-        })
-    }
-
-    /// Replaces SQLite's automatic checkpoint, which runs inside the commit that crosses the
-    /// threshold (so its requests would wait for it), with a count of WAL frames after each
-    /// commit: the writer checkpoints when `wal_frames` says so, after answering its batch.
-    pub fn track_wal(&mut self) -> rusqlite::Result<()> {
-        let frames = Arc::clone(&self.wal_frames);
-        self.conn.wal_hook(Some(move |_: &mut _, pages| {
+        // Replaces SQLite's automatic checkpoint, which runs inside the commit that crosses the
+        // threshold (so its requests would wait for it), with a count of WAL frames after each
+        // commit: `after_commit` checkpoints when it says so. Only the writer commits, so on the
+        // workers' connections the hook never fires.
+        let wal_frames = Arc::new(AtomicI32::new(0));
+        let frames = Arc::clone(&wal_frames);
+        conn.wal_hook(Some(move |_: &mut _, pages| {
             frames.store(pages, Ordering::Relaxed);
             Ok(())
-        }))
-    }
-
-    /// Frames in the WAL after the last commit on this connection (needs `track_wal`).
-    pub fn wal_frames(&self) -> i32 {
-        self.wal_frames.load(Ordering::Relaxed)
-    }
-
-    /// Copies what it can from the WAL into the database without waiting for anyone. When it
-    /// copies everything, the next commit starts the WAL over from its beginning.
-    pub fn checkpoint_passive(&self) -> rusqlite::Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        self.wal_frames.store(0, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Copies everything and empties the WAL (waits for readers; used at shutdown).
-    pub fn checkpoint_truncate(&self) -> rusqlite::Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        }))?;
+        Ok(Sqlite { conn, wal_frames })
     }
 
     /// Brings the schema up to `SCHEMA_VERSION`, one transaction per migration.
-    pub fn migrate(&mut self) -> rusqlite::Result<()> {
-        let current = self.schema_version()?;
+    pub fn migrate(&mut self) -> Result<(), StoreError> {
+        let current = self.schema_version().map_err(store_error)?;
         if current > SCHEMA_VERSION {
-            return Err(rusqlite::Error::InvalidParameterName(format!(
+            return Err(StoreError::Internal(format!(
                 "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
             )));
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", index as i64 + 1)?;
-            tx.commit()?;
+            let mut run = || -> rusqlite::Result<()> {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", index as i64 + 1)?;
+                tx.commit()
+            };
+            run().map_err(store_error)?;
         }
         Ok(())
     }
 
-    pub fn schema_version(&self) -> rusqlite::Result<i64> {
+    fn schema_version(&self) -> rusqlite::Result<i64> {
         self.conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
+    }
+
+    /// Proves the database answers a query (reading the schema version opens a read transaction
+    /// on the file) and carries the schema this build expects.
+    pub fn check_ready(&mut self) -> Result<(), String> {
+        match self.schema_version() {
+            Ok(SCHEMA_VERSION) => Ok(()),
+            Ok(other) => Err(format!(
+                "schema version is {other}, this build expects {SCHEMA_VERSION}"
+            )),
+            Err(error) => Err(format!("database does not answer: {error}")),
+        }
     }
 
     /// Stores each message unless its id is already present (the first stored row is never
     /// changed), all in one transaction: one commit, one fsync. Results are in input order; a
     /// repeated id within the batch is `Duplicate` from its second occurrence on. If anything
     /// fails the whole batch is rolled back and nothing is stored.
-    pub fn insert_batch<'m>(
+    pub fn insert_batch(
         &mut self,
-        messages: impl IntoIterator<Item = &'m Message>,
+        messages: &[Message],
+        received_at: &str,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        self.try_insert_batch(messages, received_at)
+            .map_err(store_error)
+    }
+
+    fn try_insert_batch(
+        &mut self,
+        messages: &[Message],
         received_at: &str,
     ) -> rusqlite::Result<Vec<Inserted>> {
         let tx = self
@@ -201,7 +187,7 @@ impl Db {
                  ON CONFLICT (message_id) DO NOTHING",
             )?;
             messages
-                .into_iter()
+                .iter()
                 .map(|message| {
                     let changed = insert.execute(params![
                         message.message_id,
@@ -226,7 +212,12 @@ impl Db {
 
     /// One page of messages in (instant, message_id) order, and how many match in all.
     /// Both come from one read transaction, so `total` always agrees with the page.
-    pub fn list(&mut self, query: &ListQuery) -> rusqlite::Result<(Vec<StoredMessage>, i64)> {
+    pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
+        self.try_list(query).map_err(store_error)
+    }
+
+    fn try_list(&mut self, query: &ListQuery) -> rusqlite::Result<Page> {
+        let needle = query.text.as_deref().map(text::fold);
         let mut conditions: Vec<&str> = Vec::new();
         let mut values: Vec<&dyn ToSql> = Vec::new();
         if let Some(from) = &query.from {
@@ -237,7 +228,7 @@ impl Db {
             conditions.push("ts_key >= ?");
             values.push(since_key);
         }
-        if let Some(needle) = &query.text_folded {
+        if let Some(needle) = &needle {
             conditions.push("hookbox_contains_folded(text, ?)");
             values.push(needle);
         }
@@ -269,22 +260,18 @@ impl Db {
                 "SELECT message_id, sender, recipient, ts, text FROM {filter}
                  ORDER BY ts_key, message_id LIMIT ? OFFSET ?"
             ))?
-            .query_map(page_values.as_slice(), |row| {
-                Ok(StoredMessage {
-                    message_id: row.get(0)?,
-                    from: row.get(1)?,
-                    to: row.get(2)?,
-                    ts: row.get(3)?,
-                    text: row.get(4)?,
-                })
-            })?
+            .query_map(page_values.as_slice(), stored_message)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         tx.commit()?;
-        Ok((rows, total))
+        Ok(Page { rows, total })
     }
 
     /// Aggregates over the whole store, from one read transaction.
-    pub fn stats(&mut self) -> rusqlite::Result<Stats> {
+    pub fn stats(&mut self) -> Result<Stats, StoreError> {
+        self.try_stats().map_err(store_error)
+    }
+
+    fn try_stats(&mut self) -> rusqlite::Result<Stats> {
         let tx = self.conn.transaction()?;
         // One pass over the sender index gives the per-sender counts; the window functions add
         // the number of senders and of messages to every row (half the time of separate scans).
@@ -333,54 +320,73 @@ impl Db {
         })
     }
 
-    /// Proves the database answers a query (reading the schema version opens a read transaction
-    /// on the file) and carries the schema this build expects.
-    pub fn check_ready(&mut self) -> Result<(), String> {
-        match self.schema_version() {
-            Ok(SCHEMA_VERSION) => Ok(()),
-            Ok(other) => Err(format!(
-                "schema version is {other}, this build expects {SCHEMA_VERSION}"
-            )),
-            Err(error) => Err(format!("database does not answer: {error}")),
+    /// Retention needs the arrival order that schema 2 adds; until then nothing is purged.
+    pub fn purge(&mut self, _retention: &Retention, _batch: usize) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    /// Streams matching rows in `/messages` order from one read snapshot, one row in memory at a
+    /// time.
+    pub fn export(
+        &mut self,
+        filter: &ExportFilter,
+        each: &mut dyn FnMut(&StoredMessage) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(store_error)?;
+        {
+            let mut statement = tx
+                .prepare(
+                    "SELECT message_id, sender, recipient, ts, text FROM messages
+                     WHERE (?1 IS NULL OR sender = ?1) AND (?2 IS NULL OR ts_key >= ?2)
+                     ORDER BY ts_key, message_id",
+                )
+                .map_err(store_error)?;
+            let mut rows = statement
+                .query(params![filter.from, filter.since_key])
+                .map_err(store_error)?;
+            while let Some(row) = rows.next().map_err(store_error)? {
+                let message = stored_message(row).map_err(store_error)?;
+                each(&message)
+                    .map_err(|error| StoreError::Unavailable(format!("output: {error}")))?;
+            }
+        }
+        tx.commit().map_err(store_error)
+    }
+
+    /// Copies what it can from the WAL into the database without waiting for anyone, once the
+    /// WAL holds `CHECKPOINT_FRAMES`. When it copies everything, the next commit starts the WAL
+    /// over from its beginning. A failure is retried after the next commits.
+    pub fn after_commit(&mut self) {
+        if self.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
+            return;
+        }
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            Ok(()) => self.wal_frames.store(0, Ordering::Relaxed),
+            Err(error) => log::warn!("checkpoint failed (retried after the next commits): {error}"),
+        }
+    }
+
+    /// Copies everything and empties the WAL (waits for readers; used at shutdown).
+    pub fn close(self) {
+        if let Err(error) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            log::warn!("final checkpoint failed (the WAL is replayed on next open): {error}");
         }
     }
 }
 
-/// True when `haystack`, case-folded, contains `needle_folded` literally (no wildcards).
-/// ASCII text takes an allocation-free path; anything else is lower-cased first.
-fn contains_folded(haystack: &str, needle_folded: &str) -> bool {
-    if needle_folded.is_empty() {
-        return true;
-    }
-    if haystack.is_ascii() && needle_folded.is_ascii() {
-        let needle = needle_folded.as_bytes();
-        // Cheap first-byte test before the full comparison: this runs for every row of a scan.
-        let (lower, upper) = (needle[0], needle[0].to_ascii_uppercase());
-        return haystack.as_bytes().windows(needle.len()).any(|window| {
-            (window[0] == lower || window[0] == upper) && window.eq_ignore_ascii_case(needle)
-        });
-    }
-    haystack.to_lowercase().contains(needle_folded)
-}
-
-/// The form `list` expects for `ListQuery::text_folded`.
-pub fn fold_case(text: &str) -> String {
-    text.to_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn folded_search_is_literal_and_case_insensitive() {
-        assert!(contains_folded("Hello World", &fold_case("WORLD")));
-        assert!(contains_folded("100% sure", "%"));
-        assert!(!contains_folded("100 sure", "%"));
-        assert!(!contains_folded("abc", "a_c"));
-        assert!(contains_folded("a_c", "a_c"));
-        assert!(contains_folded("ÄRGER", &fold_case("ärger")));
-        assert!(contains_folded("anything", ""));
-        assert!(!contains_folded("short", "longer needle"));
-    }
+/// A row of `message_id, sender, recipient, ts, text`.
+fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        message_id: row.get(0)?,
+        from: row.get(1)?,
+        to: row.get(2)?,
+        ts: row.get(3)?,
+        text: row.get(4)?,
+    })
 }

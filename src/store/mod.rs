@@ -1,0 +1,210 @@
+//! The storage seam: what handlers, workers, the writer and the CLI may ask of a store.
+//!
+//! Callers see only `Store` and the plain types below; which database sits behind it, and all of
+//! its SQL, stays in the submodule that implements it. Every worker owns one `Store` (reads), the
+//! writer owns one (writes); there is no pool.
+
+pub mod sqlite;
+
+use std::fmt;
+
+use crate::config::Config;
+use crate::message::Message;
+
+/// One connection to the configured store.
+pub enum Store {
+    Sqlite(sqlite::Sqlite),
+}
+
+/// Why a store operation failed, sorted by what the caller should do about it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store can't serve now but a retry may succeed: busy/locked past the timeout, disk
+    /// full, read-only, I/O error, connection refused/lost/restarting.
+    Unavailable(String),
+    /// A read ran past `HOOKBOX_QUERY_TIMEOUT_MS` and was stopped.
+    QueryTimeout,
+    /// A bug or corruption.
+    Internal(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(cause) => write!(f, "store unavailable: {cause}"),
+            StoreError::QueryTimeout => f.write_str("query stopped at the query timeout"),
+            StoreError::Internal(cause) => write!(f, "store error: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What storing a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    Duplicate,
+}
+
+/// A stored message as the API and export return it (`ts` exactly as received). The field order
+/// is the JSON key order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredMessage {
+    pub message_id: String,
+    pub from: String,
+    pub to: String,
+    pub ts: String,
+    pub text: Option<String>,
+}
+
+/// A position in `/messages` order (`ts_key`, then `message_id`): rows strictly after it come next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub ts_key: String,
+    pub message_id: String,
+}
+
+/// Filters and page for `list`. Every filter that is `Some` must hold (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// 1..=100.
+    pub limit: u32,
+    /// Any value: a huge offset must read nothing, never overflow into "no limit".
+    pub offset: u64,
+    /// Keyset page: only rows after this position (then `offset` is 0).
+    pub after: Option<Position>,
+    pub from: Option<String>,
+    /// Sort key of the `since` instant (see `timestamp::sort_key`).
+    pub since_key: Option<String>,
+    /// The `q` needle as given; the store folds it with `text::fold`.
+    pub text: Option<String>,
+}
+
+/// One page and the number of rows matching the filters in all (ignoring `after` and `offset`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub rows: Vec<StoredMessage>,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SenderCount {
+    pub from: String,
+    pub count: i64,
+}
+
+/// What `/stats` answers; field order is the JSON key order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub total_messages: i64,
+    pub senders_count: i64,
+    pub messages_per_sender: Vec<SenderCount>,
+    pub first_message_ts: Option<String>,
+    pub last_message_ts: Option<String>,
+}
+
+/// Retention: 0 means "no limit" for both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep the newest this many messages by arrival.
+    pub keep_messages: u64,
+    /// Drop what arrived more than this many days ago.
+    pub keep_days: u64,
+}
+
+impl Retention {
+    pub fn is_unlimited(&self) -> bool {
+        self.keep_messages == 0 && self.keep_days == 0
+    }
+}
+
+/// Which rows `export` writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportFilter {
+    pub since_key: Option<String>,
+    pub from: Option<String>,
+}
+
+impl Store {
+    /// One connection to the configured database.
+    pub fn open(config: &Config) -> Result<Store, StoreError> {
+        sqlite::Sqlite::open(config).map(Store::Sqlite)
+    }
+
+    /// Brings the schema up to date; runs once at startup before other connections open.
+    pub fn migrate(&mut self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.migrate(),
+        }
+    }
+
+    /// Ready = answers a query and has this build's schema.
+    pub fn check_ready(&mut self) -> Result<(), String> {
+        match self {
+            Store::Sqlite(store) => store.check_ready(),
+        }
+    }
+
+    /// One transaction, one durable commit; aggregates and the text index updated inside it.
+    /// Results in input order; a repeated id in one batch is `Duplicate` from its 2nd occurrence.
+    /// On error nothing of the batch is stored.
+    pub fn insert_batch(
+        &mut self,
+        messages: &[Message],
+        received_at: &str,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.insert_batch(messages, received_at),
+        }
+    }
+
+    /// One page and the exact total, from one read snapshot, bounded by the query timeout,
+    /// never buffering more than `limit` rows.
+    pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.list(query),
+        }
+    }
+
+    /// From the aggregates; equal to a full recount, always.
+    pub fn stats(&mut self) -> Result<Stats, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.stats(),
+        }
+    }
+
+    /// Deletes at most `batch` rows that retention says must go, in one short transaction,
+    /// keeping aggregates and the text index exact; returns how many went (0 = nothing to do).
+    pub fn purge(&mut self, retention: &Retention, batch: usize) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.purge(retention, batch),
+        }
+    }
+
+    /// Streams matching rows in `/messages` order, in constant memory.
+    pub fn export(
+        &mut self,
+        filter: &ExportFilter,
+        each: &mut dyn FnMut(&StoredMessage) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.export(filter, each),
+        }
+    }
+
+    /// Called by the writer after each commit (SQLite: checkpoint once the WAL is large).
+    pub fn after_commit(&mut self) {
+        match self {
+            Store::Sqlite(store) => store.after_commit(),
+        }
+    }
+
+    /// Called once by the writer at shutdown (SQLite: empties the WAL).
+    pub fn close(self) {
+        match self {
+            Store::Sqlite(store) => store.close(),
+        }
+    }
+}
