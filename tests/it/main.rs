@@ -9,6 +9,7 @@ mod concurrency;
 mod hostile;
 mod messages;
 mod ops;
+mod postgres;
 mod properties;
 mod stats;
 mod storage;

@@ -291,6 +291,15 @@ impl TestServer {
         }
     }
 
+    /// A server on a store the caller owns (several servers on one PostgreSQL database).
+    pub fn start_on(config: Config) -> TestServer {
+        let dir = TestDb {
+            dir: TempDir::new(),
+            pg: None,
+        };
+        TestServer::start_in(dir, config)
+    }
+
     /// The SQLite file (SQLite pass only).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("test.db")
@@ -470,6 +479,31 @@ impl Resp {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
+}
+
+/// POSTs a signed body to /webhook at `addr`, reporting a refused or cut connection as an error
+/// instead of panicking (for tests that kill servers under load).
+pub fn try_post_webhook(addr: SocketAddr, body: &[u8]) -> std::io::Result<Resp> {
+    let signature = sign(body);
+    let bytes = request_bytes(
+        addr,
+        "POST",
+        "/webhook",
+        &[("X-Signature", &signature)],
+        body,
+    );
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&bytes)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a whole response head",
+        ));
+    }
+    Ok(parse_response(&raw))
 }
 
 /// Reads one response from a stream the server will close (we always send `Connection: close`).

@@ -1,0 +1,357 @@
+//! What only PostgreSQL makes possible, and what it must survive: several hookbox instances on
+//! one database (exactly-once across them, migrations started together), connections killed
+//! under load, and an instance killed under load.
+//!
+//! These run on every pass when PostgreSQL is reachable (`support::postgres_available`: without
+//! it they say SKIPPED loudly and pass, except under `CI=true`, where they fail). Every load here
+//! goes to 127.0.0.1 only and is bounded in count and time.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hookbox::Config;
+use serde_json::Value;
+
+use crate::support::{
+    PgDatabase, Rng, SECRET, TestServer, message, postgres_available, try_post_webhook,
+};
+
+const CREATED: &str = r#"webhook_requests_total{result="created"}"#;
+const DUPLICATE: &str = r#"webhook_requests_total{result="duplicate"}"#;
+
+fn rows(db: &PgDatabase) -> HashSet<String> {
+    db.client()
+        .query("SELECT message_id FROM messages", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Starts `count` servers on `db` at the same moment, so their migrations race for the lock.
+fn start_together(db: &PgDatabase, count: usize, workers: usize) -> Vec<TestServer> {
+    let barrier = Barrier::new(count);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut config = Config::for_postgres(db.url(), Some(SECRET));
+                    config.workers = workers;
+                    barrier.wait();
+                    TestServer::start_on(config)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn three_instances_thirty_clients_the_same_forty_ids_store_forty_rows_each_created_once() {
+    if !postgres_available() {
+        return;
+    }
+    const CLIENTS: usize = 30;
+    const IDS: usize = 40;
+    const SENDERS: usize = 7;
+    let db = PgDatabase::create();
+    let servers = start_together(&db, 3, 4);
+    let bodies: Vec<String> = (0..IDS)
+        .map(|i| {
+            let from = format!("+{}", i % SENDERS + 1);
+            message(
+                &format!("same-{i}"),
+                &from,
+                "2025-01-15T10:00:00Z",
+                Some("x"),
+            )
+        })
+        .collect();
+    let barrier = Barrier::new(CLIENTS);
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let (servers, bodies, barrier) = (&servers, &bodies, &barrier);
+            scope.spawn(move || {
+                let mut order: Vec<&String> = bodies.iter().collect();
+                Rng::new(client as u64).shuffle(&mut order);
+                let server = &servers[client % servers.len()];
+                barrier.wait();
+                for body in order {
+                    let resp = server.post_webhook(body.as_bytes());
+                    assert_eq!(resp.status, 200, "client {client}: {}", resp.text());
+                }
+            });
+        }
+    });
+
+    let expected: HashSet<String> = (0..IDS).map(|i| format!("same-{i}")).collect();
+    assert_eq!(rows(&db), expected);
+    let created: f64 = servers.iter().map(|s| s.metric(CREATED).unwrap()).sum();
+    let duplicate: f64 = servers.iter().map(|s| s.metric(DUPLICATE).unwrap()).sum();
+    assert_eq!(
+        created, IDS as f64,
+        "each id created exactly once, by one instance"
+    );
+    assert_eq!(duplicate, ((CLIENTS - 1) * IDS) as f64);
+    for server in &servers {
+        let page = server.get("/messages?limit=100").json();
+        assert_eq!(page["total"], IDS);
+        let stats = server.get("/stats").json();
+        assert_eq!(stats["total_messages"], IDS, "{stats}");
+        assert_eq!(stats["senders_count"], SENDERS, "{stats}");
+        let counted: u64 = stats["messages_per_sender"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, IDS as u64, "{stats}");
+    }
+    // The migrations ran once, whoever won the lock.
+    let versions: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM hookbox_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, hookbox::store::postgres::SCHEMA_VERSION);
+}
+
+/// Posts `ids` to `server` until each is answered 200, noting every other answer; gives up on
+/// an id after a bounded number of attempts (the test then fails on the missing row).
+fn post_until_stored(
+    server: &TestServer,
+    ids: &[String],
+    answers: &Mutex<Vec<(u16, bool)>>,
+    acked: &Mutex<HashSet<String>>,
+) {
+    for id in ids {
+        let body = message(id, "+1", "2025-01-15T10:00:00Z", Some("load"));
+        for _ in 0..200 {
+            let resp = server.post_webhook(body.as_bytes());
+            let retry_after = resp.header("retry-after").is_some();
+            answers.lock().unwrap().push((resp.status, retry_after));
+            if resp.status == 200 {
+                acked.lock().unwrap().insert(id.clone());
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn connections_killed_under_load_answer_503_with_retry_after_never_500_and_recover_by_themselves() {
+    if !postgres_available() {
+        return;
+    }
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 60;
+    const KILLS: usize = 6;
+    let db = PgDatabase::create();
+    let server = TestServer::start_on(Config::for_postgres(db.url(), Some(SECRET)));
+    let answers = Mutex::new(Vec::new());
+    let acked = Mutex::new(HashSet::new());
+    let reads = Mutex::new(Vec::new());
+    let writing = AtomicUsize::new(WRITERS);
+    let terminated = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for writer in 0..WRITERS {
+            let ids: Vec<String> = (0..PER_WRITER).map(|i| format!("k-{writer}-{i}")).collect();
+            let (server, answers, acked, writing) = (&server, &answers, &acked, &writing);
+            scope.spawn(move || {
+                post_until_stored(server, &ids, answers, acked);
+                writing.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        let (server, reads, writing) = (&server, &reads, &writing);
+        scope.spawn(move || {
+            while writing.load(Ordering::SeqCst) > 0 {
+                for target in ["/messages?limit=5", "/stats", "/health/ready"] {
+                    let resp = server.get(target);
+                    reads.lock().unwrap().push((target, resp.status));
+                }
+            }
+        });
+        // Ends every connection hookbox has to the database, a few times, while it works.
+        let mut admin = db.client();
+        for _ in 0..KILLS {
+            thread::sleep(Duration::from_millis(60));
+            let killed: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            terminated.fetch_add(killed as usize, Ordering::SeqCst);
+        }
+    });
+
+    assert!(
+        terminated.load(Ordering::SeqCst) >= KILLS,
+        "the kills hit nothing"
+    );
+    let answers = answers.into_inner().unwrap();
+    let unavailable = answers.iter().filter(|(status, _)| *status == 503).count();
+    assert!(
+        unavailable > 0,
+        "a write on a killed connection must have failed"
+    );
+    for (status, retry_after) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && *retry_after),
+            "a webhook answered {status} (Retry-After: {retry_after})"
+        );
+    }
+    for (target, status) in reads.into_inner().unwrap() {
+        assert!(status == 200 || status == 503, "{target} answered {status}");
+    }
+    // Nothing acknowledged is missing, and every id got its 200 in the end: recovered.
+    let acked = acked.into_inner().unwrap();
+    assert_eq!(acked.len(), WRITERS * PER_WRITER);
+    assert_eq!(rows(&db), acked);
+    // Ready again without a restart, and the aggregates agree with the rows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.get("/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut stats = server.get("/stats");
+    for _ in 0..10 {
+        if stats.status == 200 {
+            break;
+        }
+        stats = server.get("/stats");
+    }
+    assert_eq!(stats.json()["total_messages"], WRITERS * PER_WRITER);
+}
+
+/// A hookbox process on `url`, killed on drop.
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Instance {
+    fn start(url: &str) -> Instance {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookbox"))
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATABASE_URL", url)
+            .env("WEBHOOK_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the hookbox binary starts");
+        // The `listening` line carries the address the OS chose.
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("hookbox exited before listening")
+                .unwrap();
+            let json: Value = serde_json::from_str(&line).unwrap();
+            if let Some(addr) = json["addr"].as_str() {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        thread::spawn(move || for _ in lines {});
+        Instance { child, addr }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn killing_one_of_three_instances_under_load_loses_no_acknowledged_message() {
+    if !postgres_available() {
+        return;
+    }
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 80;
+    let db = PgDatabase::create();
+    let instances: Vec<Mutex<Instance>> = (0..3)
+        .map(|_| Mutex::new(Instance::start(&db.url())))
+        .collect();
+    let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.lock().unwrap().addr).collect();
+    let dead = AtomicBool::new(false);
+    let acked = Mutex::new(HashSet::new());
+    let sent = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let (addrs, dead, acked, sent) = (&addrs, &dead, &acked, &sent);
+            scope.spawn(move || {
+                for i in 0..PER_CLIENT {
+                    let id = format!("n-{client}-{i}");
+                    let body = message(&id, "+1", "2025-01-15T10:00:00Z", None);
+                    // Like a load balancer: the client's own instance, the next one on failure.
+                    let mut target = client % addrs.len();
+                    for _ in 0..100 {
+                        if target == 0 && dead.load(Ordering::SeqCst) {
+                            target = 1;
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match try_post_webhook(addrs[target], body.as_bytes()) {
+                            Ok(resp) if resp.status == 200 => {
+                                acked.lock().unwrap().insert(id.clone());
+                                break;
+                            }
+                            Ok(resp) => {
+                                assert_eq!(resp.status, 503, "{}", resp.text());
+                                assert!(resp.header("retry-after").is_some());
+                            }
+                            Err(_) => {
+                                target = (target + 1) % addrs.len();
+                            }
+                        }
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+        }
+        // Kill the first instance (SIGKILL: no graceful anything) once the load is under way.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sent.load(Ordering::SeqCst) < CLIENTS * PER_CLIENT / 4 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        let mut victim = instances[0].lock().unwrap();
+        victim.child.kill().unwrap();
+        victim.child.wait().unwrap();
+        dead.store(true, Ordering::SeqCst);
+    });
+
+    let acked = acked.into_inner().unwrap();
+    let stored = rows(&db);
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_eq!(
+        acked.len(),
+        CLIENTS * PER_CLIENT,
+        "every id was stored in the end"
+    );
+    // The survivors agree on the totals.
+    for addr in &addrs[1..] {
+        let resp = crate::support::request_bytes(*addr, "GET", "/stats", &[], b"");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut stream, &resp).unwrap();
+        let stats = crate::support::read_response(&mut stream).json();
+        assert_eq!(stats["total_messages"], CLIENTS * PER_CLIENT);
+    }
+}
