@@ -51,6 +51,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Budget of one read query (`/messages`, `/stats`); past it the read answers 503.
     pub query_timeout: Duration,
+    /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
+    pub text_index: bool,
+    /// Keep only the newest this many messages by arrival; 0: no limit.
+    pub retain_messages: u64,
+    /// Drop messages that arrived more than this many days ago; 0: keep them forever.
+    pub retain_days: u64,
 }
 
 /// The store `DATABASE_URL` names.
@@ -236,6 +242,22 @@ impl Config {
                 2000,
                 1..=3_600_000,
             )?),
+            text_index: match get("HOOKBOX_TEXT_INDEX") {
+                None => true,
+                Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => {
+                        return Err(ConfigError {
+                            variable: "HOOKBOX_TEXT_INDEX",
+                            reason: format!("{raw:?} is not on or off"),
+                        });
+                    }
+                },
+            },
+            retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
+            // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
+            retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
         })
     }
 
@@ -394,6 +416,8 @@ mod tests {
         assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8000));
         assert_eq!(config.max_body_bytes, 65536);
         assert_eq!(config.durability, Durability::Full);
+        assert!(config.text_index);
+        assert_eq!((config.retain_messages, config.retain_days), (0, 0));
     }
 
     #[test]
@@ -510,6 +534,9 @@ mod tests {
             ("HOOKBOX_WRITE_TIMEOUT_SECS", "x"),
             ("HOOKBOX_MAX_CONNECTIONS", "0"),
             ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
+            ("HOOKBOX_TEXT_INDEX", "yes"),
+            ("HOOKBOX_RETAIN_MESSAGES", "-1"),
+            ("HOOKBOX_RETAIN_DAYS", "1.5"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();

@@ -5,7 +5,8 @@
 //! theirs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSql, ValueRef};
@@ -18,9 +19,21 @@ use super::{
 use crate::config::{Config, Database};
 use crate::message::Message;
 use crate::text;
+use crate::timestamp;
 
 /// Migrations in order; migration `i` brings `PRAGMA user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../sql/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../sql/001_init.sql"),
+    include_str!("../../sql/002_growth.sql"),
+];
+
+/// Creates and fills the text index (`HOOKBOX_TEXT_INDEX=on`, when it is missing).
+const TEXT_INDEX_ON: &str = include_str!("../../sql/text_index_on.sql");
+/// Drops the text index (`HOOKBOX_TEXT_INDEX=off`, when it is present).
+const TEXT_INDEX_OFF: &str = include_str!("../../sql/text_index_off.sql");
+
+/// The progress handler runs every this many SQLite VM steps (a few microseconds of work).
+const PROGRESS_STEPS: i32 = 1000;
 
 /// The schema version this build expects.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -49,6 +62,12 @@ pub struct Sqlite {
     conn: Connection,
     /// Frames in the WAL after this connection's last commit (see `open`).
     wal_frames: Arc<AtomicI32>,
+    /// Whether `q` may use the text index (`HOOKBOX_TEXT_INDEX`); `migrate` makes it so.
+    text_index: bool,
+    query_timeout: Duration,
+    /// When the running read must stop, in nanoseconds after `epoch`; 0 while none runs.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Sqlite {
@@ -107,6 +126,30 @@ impl Sqlite {
                 })
             },
         )?;
+        // The fold the text index holds (see sql/text_index_on.sql): its triggers call it.
+        conn.create_scalar_function(
+            "hookbox_fold",
+            1,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                Ok(match ctx.get_raw(0) {
+                    ValueRef::Text(raw) => std::str::from_utf8(raw).ok().map(text::fold),
+                    _ => None,
+                })
+            },
+        )?;
+        // A read past its deadline is interrupted (SQLITE_INTERRUPT), which `bounded` reports
+        // as a timeout. Writes never arm the deadline: a commit is never cut short.
+        let epoch = Instant::now();
+        let deadline = Arc::new(AtomicU64::new(0));
+        let armed = Arc::clone(&deadline);
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || {
+                let deadline = armed.load(Ordering::Relaxed);
+                deadline != 0 && epoch.elapsed().as_nanos() as u64 >= deadline
+            }),
+        )?;
         // Replaces SQLite's automatic checkpoint, which runs inside the commit that crosses the
         // threshold (so its requests would wait for it), with a count of WAL frames after each
         // commit: `after_commit` checkpoints when it says so. Only the writer commits, so on the
@@ -117,7 +160,30 @@ impl Sqlite {
             frames.store(pages, Ordering::Relaxed);
             Ok(())
         }))?;
-        Ok(Sqlite { conn, wal_frames })
+        Ok(Sqlite {
+            conn,
+            wal_frames,
+            text_index: config.text_index,
+            query_timeout: config.query_timeout,
+            deadline,
+            epoch,
+        })
+    }
+
+    /// Runs a read under the query timeout.
+    fn bounded<T>(
+        &mut self,
+        read: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let deadline = self.epoch.elapsed() + self.query_timeout;
+        self.deadline
+            .store((deadline.as_nanos() as u64).max(1), Ordering::Relaxed);
+        let result = read(&mut self.conn);
+        self.deadline.store(0, Ordering::Relaxed);
+        result.map_err(|error| match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::OperationInterrupted) => StoreError::QueryTimeout,
+            _ => store_error(error),
+        })
     }
 
     /// Brings the schema up to `SCHEMA_VERSION`, one transaction per migration.
@@ -139,6 +205,35 @@ impl Sqlite {
             };
             run().map_err(store_error)?;
         }
+        self.reconcile_text_index().map_err(store_error)
+    }
+
+    /// Creates (and fills) or drops the text index as `HOOKBOX_TEXT_INDEX` says.
+    fn reconcile_text_index(&mut self) -> rusqlite::Result<()> {
+        let present: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'messages_fts')",
+            [],
+            |row| row.get(0),
+        )?;
+        if present == self.text_index {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(if self.text_index {
+            TEXT_INDEX_ON
+        } else {
+            TEXT_INDEX_OFF
+        })?;
+        tx.commit()?;
+        log::info!(
+            text_index = self.text_index,
+            seconds = started.elapsed().as_secs_f64();
+            "text index {}",
+            if self.text_index { "built" } else { "dropped" }
+        );
         Ok(())
     }
 
@@ -210,119 +305,173 @@ impl Sqlite {
         Ok(results)
     }
 
-    /// One page of messages in (instant, message_id) order, and how many match in all.
-    /// Both come from one read transaction, so `total` always agrees with the page.
+    /// One page of messages in (instant, message_id) order, and how many match in all, from one
+    /// read transaction (so `total` agrees with the page), within the query timeout.
+    ///
+    /// Rows always come in index order, never through a sort: the page walks `messages_by_ts`
+    /// (or `messages_by_sender` with `from`) and stops after `offset + limit` matches, so memory
+    /// holds one page whatever the filters. `total` comes from the aggregates when it can, else
+    /// from an index range or the text index's candidates, each verified exactly.
     pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
-        self.try_list(query).map_err(store_error)
-    }
-
-    fn try_list(&mut self, query: &ListQuery) -> rusqlite::Result<Page> {
         let needle = query.text.as_deref().map(text::fold);
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut values: Vec<&dyn ToSql> = Vec::new();
-        if let Some(from) = &query.from {
-            conditions.push("sender = ?");
-            values.push(from);
-        }
-        if let Some(since_key) = &query.since_key {
-            conditions.push("ts_key >= ?");
-            values.push(since_key);
-        }
-        if let Some(needle) = &needle {
-            conditions.push("hookbox_contains_folded(text, ?)");
-            values.push(needle);
-        }
-        // A text search alone would otherwise walk the ts index and fetch every row by rowid to
-        // test it (380 ms for a rare word in 100k rows); a plain table scan and a sort of the few
-        // matches is ~6x faster. With `from` or `since` an index narrows the rows first.
-        let table = if conditions == ["hookbox_contains_folded(text, ?)"] {
-            "messages NOT INDEXED"
-        } else {
-            "messages"
+        let search = match &needle {
+            None => Search::None,
+            Some(needle) if self.text_index && needle.chars().count() >= TRIGRAM => Search::Index,
+            Some(_) => Search::Scan,
         };
-        let filter = if conditions.is_empty() {
-            table.to_owned()
-        } else {
-            format!("{table} WHERE {}", conditions.join(" AND "))
+        let shape = Shape {
+            from: query.from.is_some(),
+            since: query.since_key.is_some(),
+            after: query.after.is_some(),
+            search,
         };
-
-        let tx = self.conn.transaction()?;
-        let total: i64 = tx
-            .prepare_cached(&format!("SELECT count(*) FROM {filter}"))?
-            .query_row(values.as_slice(), |row| row.get(0))?;
+        // FTS5 query syntax: one phrase, its quotes doubled; the trigram tokenizer turns it into
+        // the needle's trigrams in order, which is substring search.
+        let phrase = needle
+            .as_ref()
+            .map(|needle| format!("\"{}\"", needle.replace('"', "\"\"")));
         let limit = i64::from(query.limit);
-        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
-        let mut page_values = values.clone();
-        page_values.push(&limit);
-        page_values.push(&offset);
-        let rows = tx
-            .prepare_cached(&format!(
-                "SELECT message_id, sender, recipient, ts, text FROM {filter}
-                 ORDER BY ts_key, message_id LIMIT ? OFFSET ?"
-            ))?
-            .query_map(page_values.as_slice(), stored_message)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        tx.commit()?;
-        Ok(Page { rows, total })
-    }
-
-    /// Aggregates over the whole store, from one read transaction.
-    pub fn stats(&mut self) -> Result<Stats, StoreError> {
-        self.try_stats().map_err(store_error)
-    }
-
-    fn try_stats(&mut self) -> rusqlite::Result<Stats> {
-        let tx = self.conn.transaction()?;
-        // One pass over the sender index gives the per-sender counts; the window functions add
-        // the number of senders and of messages to every row (half the time of separate scans).
-        let mut senders_count = 0;
-        let mut total_messages = 0;
-        let messages_per_sender = tx
-            .prepare_cached(
-                "SELECT sender, n, count(*) OVER (), sum(n) OVER ()
-                 FROM (SELECT sender, count(*) AS n FROM messages GROUP BY sender)
-                 ORDER BY n DESC, sender ASC LIMIT 10",
-            )?
-            .query_map([], |row| {
-                Ok((
-                    SenderCount {
-                        from: row.get(0)?,
-                        count: row.get(1)?,
-                    },
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
-            })?
-            .map(|row| {
-                row.map(|(sender, senders, messages)| {
-                    (senders_count, total_messages) = (senders, messages);
-                    sender
-                })
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let first_message_ts = tx
-            .prepare_cached("SELECT ts FROM messages ORDER BY ts_key ASC, message_id ASC LIMIT 1")?
-            .query_row([], |row| row.get(0))
-            .optional()?;
-        let last_message_ts = tx
-            .prepare_cached(
-                "SELECT ts FROM messages ORDER BY ts_key DESC, message_id DESC LIMIT 1",
-            )?
-            .query_row([], |row| row.get(0))
-            .optional()?;
-        tx.commit()?;
-        Ok(Stats {
-            total_messages,
-            senders_count,
-            messages_per_sender,
-            first_message_ts,
-            last_message_ts,
+        let (after_ts, after_id) = match &query.after {
+            Some(position) => (Some(&position.ts_key), Some(&position.message_id)),
+            None => (None, None),
+        };
+        // Only reached when offset < total, which is an i64.
+        let offset = query.offset.min(i64::MAX as u64) as i64;
+        let values: [(&str, Option<&dyn ToSql>); 8] = [
+            (":from", query.from.as_ref().map(|v| v as &dyn ToSql)),
+            (":since", query.since_key.as_ref().map(|v| v as &dyn ToSql)),
+            (":after_ts", after_ts.map(|v| v as &dyn ToSql)),
+            (":after_id", after_id.map(|v| v as &dyn ToSql)),
+            (":phrase", phrase.as_ref().map(|v| v as &dyn ToSql)),
+            (":needle", needle.as_ref().map(|v| v as &dyn ToSql)),
+            (":limit", Some(&limit)),
+            (":offset", Some(&offset)),
+        ];
+        self.bounded(|conn| {
+            let tx = conn.transaction()?;
+            let count_sql = shape.count_sql();
+            let total: i64 = tx
+                .prepare_cached(&count_sql)?
+                .query_row(bind(&count_sql, &values).as_slice(), |row| row.get(0))?;
+            // Past the last match there is nothing to read. Clamping also keeps `offset + limit`
+            // far from i64::MAX, where SQLite would take an overflowed sum for "no limit".
+            let rows = if query.offset >= total.max(0) as u64 {
+                Vec::new()
+            } else {
+                // Of `since` and a cursor, only the later bound matters, and SQLite seeks to just
+                // one: give it that one, or a deep cursor page would walk from `since` to it.
+                let cursor_is_later = match (&query.after, &query.since_key) {
+                    (Some(after), Some(since)) => after.ts_key >= *since,
+                    _ => shape.after,
+                };
+                let page_shape = Shape {
+                    since: shape.since && !cursor_is_later,
+                    after: shape.after && cursor_is_later,
+                    ..shape
+                };
+                let page_sql = page_shape.page_sql();
+                tx.prepare_cached(&page_sql)?
+                    .query_map(bind(&page_sql, &values).as_slice(), stored_message)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(Page { rows, total })
         })
     }
 
-    /// Retention needs the arrival order that schema 2 adds; until then nothing is purged.
-    pub fn purge(&mut self, _retention: &Retention, _batch: usize) -> Result<usize, StoreError> {
-        Ok(0)
+    /// Totals, top senders and first/last, from the aggregates and the ends of the ts index.
+    pub fn stats(&mut self) -> Result<Stats, StoreError> {
+        self.bounded(|conn| {
+            let tx = conn.transaction()?;
+            let (total_messages, senders_count) = tx
+                .prepare_cached("SELECT messages, senders FROM totals WHERE id = 1")?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let messages_per_sender = tx
+                .prepare_cached(
+                    "SELECT sender, n FROM sender_counts INDEXED BY sender_counts_by_n
+                     ORDER BY n DESC, sender ASC LIMIT 10",
+                )?
+                .query_map([], |row| {
+                    Ok(SenderCount {
+                        from: row.get(0)?,
+                        count: row.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let first_message_ts = tx
+                .prepare_cached(
+                    "SELECT ts FROM messages INDEXED BY messages_by_ts
+                     ORDER BY ts_key ASC, message_id ASC LIMIT 1",
+                )?
+                .query_row([], |row| row.get(0))
+                .optional()?;
+            let last_message_ts = tx
+                .prepare_cached(
+                    "SELECT ts FROM messages INDEXED BY messages_by_ts
+                     ORDER BY ts_key DESC, message_id DESC LIMIT 1",
+                )?
+                .query_row([], |row| row.get(0))
+                .optional()?;
+            tx.commit()?;
+            Ok(Stats {
+                total_messages,
+                senders_count,
+                messages_per_sender,
+                first_message_ts,
+                last_message_ts,
+            })
+        })
+    }
+
+    /// Deletes up to `batch` of the oldest rows by arrival that retention says must go, in one
+    /// `IMMEDIATE` transaction; the triggers keep the aggregates and the text index exact.
+    /// Arrival is `seq` order, and `received_at` grows along it, so what must go is always a
+    /// prefix of `seq` order: finding it reads at most `batch` index entries, never the table.
+    /// (Should the clock step back, rows behind a later-stamped one wait for it.)
+    pub fn purge(&mut self, retention: &Retention, batch: usize) -> Result<usize, StoreError> {
+        if retention.is_unlimited() || batch == 0 {
+            return Ok(0);
+        }
+        let cutoff = (retention.keep_days > 0).then(|| {
+            let age = Duration::from_secs(retention.keep_days.saturating_mul(86_400));
+            timestamp::format_utc(SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH))
+        });
+        let purge = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let total: i64 = tx
+                .prepare_cached("SELECT messages FROM totals WHERE id = 1")?
+                .query_row([], |row| row.get(0))?;
+            let excess = match retention.keep_messages {
+                0 => 0,
+                keep => (total.max(0) as u64).saturating_sub(keep),
+            };
+            let mut last = None;
+            let mut count = 0;
+            {
+                let mut oldest = tx.prepare_cached(
+                    "SELECT seq, received_at FROM messages ORDER BY seq LIMIT ?1",
+                )?;
+                let mut rows = oldest.query([batch as i64])?;
+                while let Some(row) = rows.next()? {
+                    let received_at: String = row.get(1)?;
+                    let expired = cutoff
+                        .as_deref()
+                        .is_some_and(|cutoff| received_at.as_str() < cutoff);
+                    if (count as u64) >= excess && !expired {
+                        break;
+                    }
+                    last = Some(row.get::<_, i64>(0)?);
+                    count += 1;
+                }
+            }
+            if let Some(last) = last {
+                tx.prepare_cached("DELETE FROM messages WHERE seq <= ?1")?
+                    .execute([last])?;
+            }
+            tx.commit()?;
+            Ok(count)
+        };
+        purge(&mut self.conn).map_err(store_error)
     }
 
     /// Streams matching rows in `/messages` order from one read snapshot, one row in memory at a
@@ -380,6 +529,154 @@ impl Sqlite {
     }
 }
 
+/// Needles this many characters long or longer are looked up in the trigram index; shorter
+/// ones have no trigram and scan.
+const TRIGRAM: usize = 3;
+
+/// How `q` is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Search {
+    None,
+    /// Candidates from the trigram index, each verified by the exact check.
+    Index,
+    /// The exact check on every row in range (short needles, or `HOOKBOX_TEXT_INDEX=off`).
+    Scan,
+}
+
+/// Which filters a `list` call has: decides its two statements. There are few shapes, so each
+/// one's statements are prepared once per connection and cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    from: bool,
+    since: bool,
+    after: bool,
+    search: Search,
+}
+
+impl Shape {
+    /// The index whose order is the page order for these filters.
+    fn index(&self) -> &'static str {
+        if self.from {
+            "messages_by_sender"
+        } else {
+            "messages_by_ts"
+        }
+    }
+
+    /// Conditions on `messages` from `from` and `since` (the ones `total` honours).
+    fn filters(&self, alias: &str) -> Vec<String> {
+        let mut conditions = Vec::new();
+        if self.from {
+            conditions.push(format!("{alias}sender = :from"));
+        }
+        if self.since {
+            conditions.push(format!("{alias}ts_key >= :since"));
+        }
+        conditions
+    }
+
+    /// Counts every row matching the filters (a cursor does not narrow `total`).
+    fn count_sql(&self) -> String {
+        let mut conditions = self.filters("m.");
+        match self.search {
+            Search::None if conditions.is_empty() => {
+                "SELECT messages FROM totals WHERE id = 1".to_owned()
+            }
+            Search::None if !self.since => {
+                "SELECT coalesce((SELECT n FROM sender_counts WHERE sender = :from), 0)".to_owned()
+            }
+            Search::None => format!(
+                "SELECT count(*) FROM messages AS m INDEXED BY {} WHERE {}",
+                self.index(),
+                conditions.join(" AND ")
+            ),
+            // The index's candidates drive (CROSS JOIN fixes the order); each is verified.
+            Search::Index => {
+                conditions.insert(0, "messages_fts MATCH :phrase".to_owned());
+                conditions.push("hookbox_contains_folded(m.text, :needle)".to_owned());
+                format!(
+                    "SELECT count(*) FROM messages_fts CROSS JOIN messages AS m
+                     ON m.seq = messages_fts.rowid WHERE {}",
+                    conditions.join(" AND ")
+                )
+            }
+            Search::Scan => {
+                // Every row is tested anyway: a plain table scan beats walking an index and
+                // fetching each row, unless `from`/`since` narrow the range first.
+                let table = if conditions.is_empty() {
+                    "messages AS m NOT INDEXED".to_owned()
+                } else {
+                    format!("messages AS m INDEXED BY {}", self.index())
+                };
+                conditions.push("hookbox_contains_folded(m.text, :needle)".to_owned());
+                format!(
+                    "SELECT count(*) FROM {table} WHERE {}",
+                    conditions.join(" AND ")
+                )
+            }
+        }
+    }
+
+    /// One page in index order: no sort, and the walk stops after `offset + limit` rows.
+    fn page_sql(&self) -> String {
+        let mut conditions = self.filters("");
+        if self.after {
+            conditions.push("(ts_key, message_id) > (:after_ts, :after_id)".to_owned());
+        }
+        if self.search == Search::Index {
+            // `+seq`: a filter on each row walked, never a lookup that would drive the query
+            // (and then need a sort). The candidate set is built once per statement.
+            conditions.push(
+                "+seq IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH :phrase)"
+                    .to_owned(),
+            );
+        }
+        if self.search != Search::None {
+            conditions.push("hookbox_contains_folded(text, :needle)".to_owned());
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        format!(
+            "SELECT message_id, sender, recipient, ts, text FROM messages INDEXED BY {} {filter}
+             ORDER BY ts_key, message_id LIMIT :limit OFFSET :offset",
+            self.index()
+        )
+    }
+
+    /// Every shape `list` can take.
+    #[cfg(test)]
+    fn all() -> Vec<Shape> {
+        let mut shapes = Vec::new();
+        for bits in 0..8 {
+            for search in [Search::None, Search::Index, Search::Scan] {
+                shapes.push(Shape {
+                    from: bits & 1 != 0,
+                    since: bits & 2 != 0,
+                    after: bits & 4 != 0,
+                    search,
+                });
+            }
+        }
+        shapes
+    }
+}
+
+/// The named parameters `sql` uses, out of every one `list` may have (rusqlite refuses names a
+/// statement lacks).
+fn bind<'a>(
+    sql: &str,
+    values: &[(&'static str, Option<&'a dyn ToSql>)],
+) -> Vec<(&'static str, &'a dyn ToSql)> {
+    values
+        .iter()
+        .filter(|(name, _)| sql.contains(name))
+        .filter_map(|(name, value)| value.map(|value| (*name, value)))
+        .collect()
+}
+
 /// A row of `message_id, sender, recipient, ts, text`.
 fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -389,4 +686,423 @@ fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         ts: row.get(3)?,
         text: row.get(4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Position;
+    use std::collections::BTreeMap;
+
+    /// A store on a fresh file, removed on drop.
+    struct TestStore {
+        store: Sqlite,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for TestStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn test_store(name: &str, adjust: impl FnOnce(&mut Config)) -> TestStore {
+        let dir =
+            std::env::temp_dir().join(format!("hookbox-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = Config::for_database(dir.join("t.db"), Some("secret"));
+        adjust(&mut config);
+        let mut store = Sqlite::open(&config).unwrap();
+        store.migrate().unwrap();
+        TestStore { store, dir }
+    }
+
+    /// xorshift64*: reproducible randomness without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "a", "B", "ab", "Hello", "wörld", "ÄRGER", "ß", "İ", "i", "%", "_", "\\", "*", "\"", " ",
+        "x", "yZ", "100%", "a_c", "quote\"d",
+    ];
+
+    fn message(rng: &mut Rng, id: usize) -> Message {
+        let ts = format!(
+            "2025-01-{:02}T{:02}:00:{:02}{}Z",
+            1 + rng.below(28),
+            rng.below(24),
+            rng.below(60),
+            [".5", "", ".25"][rng.below(3)]
+        );
+        let text = (rng.below(8) != 0).then(|| {
+            (0..rng.below(6))
+                .map(|_| PIECES[rng.below(PIECES.len())])
+                .collect::<String>()
+        });
+        Message {
+            message_id: format!("m{id}"),
+            from: format!("+91{}", rng.below(7)),
+            to: "+1415".to_owned(),
+            ts_key: timestamp::sort_key(&ts).unwrap(),
+            ts,
+            text,
+        }
+    }
+
+    /// What the store should hold: messages by id, with their arrival number.
+    #[derive(Default)]
+    struct Oracle {
+        rows: BTreeMap<String, (u64, Message)>,
+        arrivals: u64,
+    }
+
+    impl Oracle {
+        fn insert(&mut self, message: &Message) -> Inserted {
+            if self.rows.contains_key(&message.message_id) {
+                return Inserted::Duplicate;
+            }
+            self.arrivals += 1;
+            self.rows
+                .insert(message.message_id.clone(), (self.arrivals, message.clone()));
+            Inserted::Created
+        }
+
+        fn keep_newest(&mut self, keep: usize) {
+            let mut by_arrival: Vec<_> = self
+                .rows
+                .values()
+                .map(|(seq, m)| (*seq, m.message_id.clone()))
+                .collect();
+            by_arrival.sort();
+            let excess = by_arrival.len().saturating_sub(keep);
+            for (_, id) in by_arrival.into_iter().take(excess) {
+                self.rows.remove(&id);
+            }
+        }
+
+        fn matching(&self, query: &ListQuery) -> Vec<&Message> {
+            let needle = query.text.as_deref().map(text::fold);
+            let mut found: Vec<&Message> = self
+                .rows
+                .values()
+                .map(|(_, m)| m)
+                .filter(|m| query.from.as_ref().is_none_or(|from| &m.from == from))
+                .filter(|m| {
+                    query
+                        .since_key
+                        .as_ref()
+                        .is_none_or(|since| &m.ts_key >= since)
+                })
+                .filter(|m| {
+                    needle.as_ref().is_none_or(|needle| {
+                        m.text
+                            .as_deref()
+                            .is_some_and(|t| text::fold(t).contains(needle.as_str()))
+                    })
+                })
+                .collect();
+            found.sort_by(|a, b| (&a.ts_key, &a.message_id).cmp(&(&b.ts_key, &b.message_id)));
+            found
+        }
+
+        fn stats(&self) -> Stats {
+            let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+            for (_, m) in self.rows.values() {
+                *counts.entry(&m.from).or_default() += 1;
+            }
+            let mut top: Vec<_> = counts
+                .iter()
+                .map(|(from, count)| SenderCount {
+                    from: from.to_string(),
+                    count: *count,
+                })
+                .collect();
+            top.sort_by(|a, b| b.count.cmp(&a.count).then(a.from.cmp(&b.from)));
+            top.truncate(10);
+            let ordered = self.matching(&ListQuery::default());
+            Stats {
+                total_messages: self.rows.len() as i64,
+                senders_count: counts.len() as i64,
+                messages_per_sender: top,
+                first_message_ts: ordered.first().map(|m| m.ts.clone()),
+                last_message_ts: ordered.last().map(|m| m.ts.clone()),
+            }
+        }
+    }
+
+    /// A full recount in SQL, ignoring the aggregates.
+    fn recount(store: &Sqlite) -> (i64, i64, Vec<(String, i64)>) {
+        let conn = &store.conn;
+        let total = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        let senders = conn
+            .query_row("SELECT count(DISTINCT sender) FROM messages", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let top = conn
+            .prepare("SELECT sender, count(*) AS n FROM messages GROUP BY sender ORDER BY n DESC, sender LIMIT 10")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        (total, senders, top)
+    }
+
+    fn needles(rng: &mut Rng, oracle: &Oracle) -> Vec<String> {
+        let mut needles: Vec<String> = [
+            "%", "_", "\\", "*", "\"", "a_c", "100%", "ärger", "İ", "I", "ss", "quote\"d", "\"\"",
+            "wÖr",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let texts: Vec<&str> = oracle
+            .rows
+            .values()
+            .filter_map(|(_, m)| m.text.as_deref())
+            .collect();
+        for _ in 0..12 {
+            if texts.is_empty() {
+                break;
+            }
+            let chars: Vec<char> = texts[rng.below(texts.len())].chars().collect();
+            if chars.is_empty() {
+                continue;
+            }
+            let start = rng.below(chars.len());
+            let len = 1 + rng.below(5.min(chars.len() - start));
+            let piece: String = chars[start..start + len].iter().collect();
+            needles.push(if rng.below(2) == 0 {
+                piece.to_uppercase()
+            } else {
+                piece
+            });
+        }
+        needles
+    }
+
+    fn check_against(store: &mut Sqlite, oracle: &Oracle, rng: &mut Rng) {
+        assert_eq!(store.stats().unwrap(), oracle.stats());
+        let (total, senders, top) = recount(store);
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            (stats.total_messages, stats.senders_count),
+            (total, senders)
+        );
+        let top_stats: Vec<_> = stats
+            .messages_per_sender
+            .iter()
+            .map(|s| (s.from.clone(), s.count))
+            .collect();
+        assert_eq!(top_stats, top);
+        for needle in needles(rng, oracle).into_iter().map(Some).chain([None]) {
+            for from in [None, Some("+913".to_owned())] {
+                for since_key in [None, Some("2025-01-15T00:00:00".to_owned())] {
+                    let query = ListQuery {
+                        limit: 100,
+                        offset: 0,
+                        after: None,
+                        from: from.clone(),
+                        since_key: since_key.clone(),
+                        text: needle.clone(),
+                    };
+                    let expected = oracle.matching(&query);
+                    let page = store.list(&query).unwrap();
+                    assert_eq!(page.total, expected.len() as i64, "{query:?}");
+                    let ids: Vec<_> = page.rows.iter().map(|m| m.message_id.as_str()).collect();
+                    let want: Vec<_> = expected
+                        .iter()
+                        .take(100)
+                        .map(|m| m.message_id.as_str())
+                        .collect();
+                    assert_eq!(ids, want, "{query:?}");
+                    // Keyset from the middle agrees with offset paging.
+                    if expected.len() > 3 {
+                        let pivot = expected[2];
+                        let after = ListQuery {
+                            limit: 2,
+                            after: Some(Position {
+                                ts_key: pivot.ts_key.clone(),
+                                message_id: pivot.message_id.clone(),
+                            }),
+                            ..query.clone()
+                        };
+                        let page = store.list(&after).unwrap();
+                        assert_eq!(page.total, expected.len() as i64);
+                        let ids: Vec<_> = page.rows.iter().map(|m| m.message_id.as_str()).collect();
+                        let want: Vec<_> = expected[3..]
+                            .iter()
+                            .take(2)
+                            .map(|m| m.message_id.as_str())
+                            .collect();
+                        assert_eq!(ids, want, "{after:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aggregates_and_searches_equal_a_recount_after_inserts_duplicates_and_purges() {
+        for text_index in [true, false] {
+            let mut test = test_store(&format!("oracle-{text_index}"), |c| {
+                c.text_index = text_index
+            });
+            let store = &mut test.store;
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            let mut oracle = Oracle::default();
+            check_against(store, &oracle, &mut rng);
+            let mut next_id = 0;
+            for round in 0..8 {
+                let batch: Vec<Message> = (0..1 + rng.below(60))
+                    .map(|_| {
+                        // Every fourth id is one seen before (or earlier in this batch).
+                        let id = if next_id > 0 && rng.below(4) == 0 {
+                            rng.below(next_id)
+                        } else {
+                            next_id += 1;
+                            next_id - 1
+                        };
+                        message(&mut rng, id)
+                    })
+                    .collect();
+                let expected: Vec<_> = batch.iter().map(|m| oracle.insert(m)).collect();
+                assert_eq!(
+                    store.insert_batch(&batch, &timestamp::now_utc()).unwrap(),
+                    expected
+                );
+                if round % 3 == 2 {
+                    let keep = oracle.rows.len() * 2 / 3;
+                    let retention = Retention {
+                        keep_messages: keep as u64,
+                        keep_days: 0,
+                    };
+                    // Small batches until done, as the writer does it.
+                    while store.purge(&retention, 7).unwrap() > 0 {}
+                    oracle.keep_newest(keep);
+                }
+                check_against(store, &oracle, &mut rng);
+            }
+            // Everything purged: the empty store's stats.
+            while store
+                .purge(
+                    &Retention {
+                        keep_messages: 1,
+                        keep_days: 0,
+                    },
+                    100,
+                )
+                .unwrap()
+                > 0
+            {}
+            oracle.keep_newest(1);
+            check_against(store, &oracle, &mut rng);
+        }
+    }
+
+    #[test]
+    fn retention_by_days_drops_what_arrived_before_the_cutoff() {
+        let mut test = test_store("days", |_| {});
+        let store = &mut test.store;
+        let mut rng = Rng(7);
+        let old: Vec<_> = (0..30).map(|i| message(&mut rng, i)).collect();
+        let new: Vec<_> = (30..40).map(|i| message(&mut rng, i)).collect();
+        store
+            .insert_batch(&old, "2001-01-01T00:00:00.000Z")
+            .unwrap();
+        store.insert_batch(&new, &timestamp::now_utc()).unwrap();
+        let retention = Retention {
+            keep_messages: 0,
+            keep_days: 1,
+        };
+        assert_eq!(store.purge(&retention, 25).unwrap(), 25);
+        assert_eq!(store.purge(&retention, 25).unwrap(), 5);
+        assert_eq!(store.purge(&retention, 25).unwrap(), 0);
+        assert_eq!(store.stats().unwrap().total_messages, 10);
+        // A purged id may be stored again.
+        assert_eq!(
+            store
+                .insert_batch(&old[..1], &timestamp::now_utc())
+                .unwrap(),
+            [Inserted::Created]
+        );
+    }
+
+    /// The plan of `sql`, one detail line per step.
+    fn plan(store: &Sqlite, sql: &str) -> Vec<String> {
+        let mut statement = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let count = statement.parameter_count();
+        // Plans do not depend on the values; NULL fits every parameter.
+        let nulls: Vec<rusqlite::types::Null> = vec![rusqlite::types::Null; count];
+        statement
+            .query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn no_list_plan_sorts_and_every_page_walks_an_order_index() {
+        let test = test_store("plans", |_| {});
+        let mut rng = Rng(3);
+        let batch: Vec<_> = (0..200).map(|i| message(&mut rng, i)).collect();
+        let mut store = test_store("plans-filled", |_| {});
+        store
+            .store
+            .insert_batch(&batch, &timestamp::now_utc())
+            .unwrap();
+        store.store.conn.execute_batch("ANALYZE").unwrap();
+        for sqlite in [&test.store, &store.store] {
+            for shape in Shape::all() {
+                let page = plan(sqlite, &shape.page_sql());
+                let count = plan(sqlite, &shape.count_sql());
+                for line in page.iter().chain(&count) {
+                    assert!(
+                        !line.contains("TEMP B-TREE"),
+                        "{shape:?}: {line}\n{page:?}\n{count:?}"
+                    );
+                }
+                assert!(
+                    page[0].contains(&format!("USING INDEX {}", shape.index()))
+                        || page[0].contains(&format!("USING COVERING INDEX {}", shape.index())),
+                    "{shape:?}: {page:?}"
+                );
+                if shape.search == Search::Index {
+                    assert!(count[0].contains("VIRTUAL TABLE"), "{shape:?}: {count:?}");
+                }
+            }
+            for sql in [
+                "SELECT sender, n FROM sender_counts INDEXED BY sender_counts_by_n ORDER BY n DESC, sender ASC LIMIT 10",
+                "SELECT ts FROM messages INDEXED BY messages_by_ts ORDER BY ts_key DESC, message_id DESC LIMIT 1",
+                "SELECT seq, received_at FROM messages ORDER BY seq LIMIT 1",
+            ] {
+                let lines = plan(sqlite, sql);
+                assert!(
+                    lines.iter().all(|l| !l.contains("TEMP B-TREE")),
+                    "{sql}: {lines:?}"
+                );
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod binary;
 mod concurrency;
 mod hostile;
 mod messages;
+mod migration;
 mod ops;
 mod postgres;
 mod properties;
