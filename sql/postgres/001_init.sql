@@ -33,9 +33,8 @@ CREATE INDEX messages_by_sender ON messages (sender, ts_key, message_id);
 -- Retention: the oldest by arrival go first, and what arrived before a cut-off.
 CREATE INDEX messages_by_arrival ON messages (arrival);
 CREATE INDEX messages_by_received ON messages (received_at);
--- `q`: LIKE '%needle%' on the folded text. Needles of 1 or 2 characters have no trigram and
--- scan instead; the answer is the same.
-CREATE INDEX messages_text_trgm ON messages USING gin (text_folded gin_trgm_ops);
+-- The trigram index for `q` is not part of the schema: HOOKBOX_TEXT_INDEX creates or drops it at
+-- every startup (sql/postgres/text_index_on.sql, text_index_off.sql).
 
 -- Messages per sender, changed in the insert's (and the purge's) own transaction by the batch's
 -- delta. A row is locked only by batches holding that sender, never by all writers at once; a

@@ -29,6 +29,10 @@ use crate::{text, timestamp};
 /// Migrations in order; migration `i` is recorded as version `i + 1` in `hookbox_schema`.
 const MIGRATIONS: &[&str] = &[include_str!("../../sql/postgres/001_init.sql")];
 
+/// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), after the migrations.
+const TEXT_INDEX_ON: &str = include_str!("../../sql/postgres/text_index_on.sql");
+const TEXT_INDEX_OFF: &str = include_str!("../../sql/postgres/text_index_off.sql");
+
 /// The schema version this build expects.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -100,6 +104,7 @@ pub struct Postgres {
     config: postgres::Config,
     query_timeout_ms: u128,
     lock_timeout_ms: u128,
+    text_index: bool,
     connection: Option<Connection>,
     /// While set, calls fail at once instead of reconnecting (backoff after a failed attempt).
     retry_at: Option<Instant>,
@@ -158,6 +163,7 @@ impl Postgres {
             config: pg_config,
             query_timeout_ms: config.query_timeout.as_millis().max(1),
             lock_timeout_ms: config.busy_timeout.as_millis(),
+            text_index: config.text_index,
             connection: None,
             retry_at: None,
             retry_pause: RECONNECT_FIRST,
@@ -275,8 +281,13 @@ impl Postgres {
     /// Brings the schema up to `SCHEMA_VERSION` under an advisory lock, one transaction per
     /// migration: instances starting together take turns, and the later ones find it done.
     pub fn migrate(&mut self) -> Result<(), StoreError> {
+        let text_index = if self.text_index {
+            TEXT_INDEX_ON
+        } else {
+            TEXT_INDEX_OFF
+        };
         let connection = self.connection()?;
-        let result = migrate_locked(&mut connection.client);
+        let result = migrate_locked(&mut connection.client, text_index);
         result.map_err(|error| match error {
             Migration::Database(error) => self.fail(error, Doing::Writing),
             Migration::TooNew(current) => StoreError::Internal(format!(
@@ -505,9 +516,9 @@ impl From<postgres::Error> for Migration {
     }
 }
 
-fn migrate_locked(client: &mut Client) -> Result<(), Migration> {
+fn migrate_locked(client: &mut Client, text_index: &str) -> Result<(), Migration> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let result = apply_migrations(client);
+    let result = apply_migrations(client).and_then(|()| Ok(client.batch_execute(text_index)?));
     // Released with the session too, should this fail.
     let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result?;

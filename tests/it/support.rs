@@ -244,6 +244,13 @@ impl TestDb {
     }
 }
 
+/// A directory of the test's own making (an SQLite file it prepared, say).
+impl From<TempDir> for TestDb {
+    fn from(dir: TempDir) -> TestDb {
+        TestDb { dir, pg: None }
+    }
+}
+
 /// Keeps a second connection in the writer's way (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a lock
 /// on `messages` that conflicts with inserts but not with reads) until released or dropped.
 pub enum WriteBlock {
@@ -282,7 +289,8 @@ impl TestServer {
     }
 
     /// A server on an existing store (for restart tests); `config.database` decides which.
-    pub fn start_in(dir: TestDb, config: Config) -> TestServer {
+    pub fn start_in(dir: impl Into<TestDb>, config: Config) -> TestServer {
+        let dir = dir.into();
         let handle = hookbox::start(config).expect("server starts");
         TestServer {
             addr: handle.addr(),
