@@ -37,11 +37,12 @@ CREATE INDEX messages_by_received ON messages (received_at);
 -- every startup (sql/postgres/text_index_on.sql, text_index_off.sql).
 
 -- Messages per sender, changed in the insert's (and the purge's) own transaction by the batch's
--- delta. A row is locked only by batches holding that sender, never by all writers at once; a
--- sender whose count reaches 0 is deleted, so a row exists exactly for each sender with messages.
+-- delta. A row is locked only by batches holding that sender, never by all writers at once. A
+-- purge that takes a sender to 0 deletes its row in the same transaction (a row at 0 exists only
+-- inside it), so outside a transaction there is a row exactly for each sender with messages.
 CREATE TABLE sender_counts (
     sender  text COLLATE "C" PRIMARY KEY,
-    count   bigint NOT NULL CHECK (count > 0)
+    count   bigint NOT NULL CHECK (count >= 0)
 );
 -- /stats top ten: count descending, then sender ascending, read straight off the index.
 CREATE INDEX sender_counts_top ON sender_counts (count DESC, sender);

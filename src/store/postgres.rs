@@ -38,7 +38,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Advisory lock keys ("hookbox" and a number), the same in every instance.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_626f_7801;
-const PURGE_LOCK: i64 = 0x686f_6f6b_626f_7802;
+pub const PURGE_LOCK: i64 = 0x686f_6f6b_626f_7802;
 
 /// Shards of the `totals` table (see sql/postgres/001_init.sql).
 const TOTAL_SHARDS: u32 = 16;
@@ -56,13 +56,18 @@ const INSERT_ATTEMPTS: usize = 3;
 
 const INSERT_BATCH: &str = r#"
 WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[])
-        AS b (message_id, sender, recipient, ts, ts_key, text, text_folded)
+    -- Arrival numbers are drawn in input order (as SQLite's rowids are), before the rows are
+    -- sorted for locking; an id that turns out to be a duplicate leaves a gap, which is harmless.
+    SELECT b.*, nextval('messages_arrival_seq') AS arrival
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[]) WITH ORDINALITY
+        AS b (message_id, sender, recipient, ts, ts_key, text, text_folded, ordinal)
+    ORDER BY ordinal
 ),
 created AS (
-    INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_folded, received_at)
-    SELECT message_id, sender, recipient, ts, ts_key, text, text_folded, $8 FROM batch
+    INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_folded,
+                          received_at, arrival)
+    SELECT message_id, sender, recipient, ts, ts_key, text, text_folded, $8, arrival FROM batch
     -- One lock order for every instance: overlapping batches wait, never deadlock.
     ORDER BY message_id COLLATE "C"
     ON CONFLICT (message_id) DO NOTHING

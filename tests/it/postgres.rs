@@ -355,3 +355,323 @@ fn killing_one_of_three_instances_under_load_loses_no_acknowledged_message() {
         assert_eq!(stats["total_messages"], CLIENTS * PER_CLIENT);
     }
 }
+
+// ---- the store itself, against an oracle -------------------------------------------------------
+
+use hookbox::message::Message;
+use hookbox::store::{
+    ExportFilter, Inserted, ListQuery, Position, Retention, SenderCount, Stats, Store,
+};
+
+const PIECES: &[&str] = &[
+    "a", "B", "ab", "Hello", "wörld", "ÄRGER", "ß", "İ", "i", "%", "_", "\\", "*", "\"", " ", "x",
+    "yZ", "100%", "a_c",
+];
+
+fn random_message(rng: &mut Rng, id: usize) -> Message {
+    let ts = format!(
+        "2025-01-{:02}T{:02}:00:{:02}{}Z",
+        rng.range(1, 28),
+        rng.below(24),
+        rng.below(60),
+        rng.pick(&[".5", "", ".25"])
+    );
+    let text = (!rng.chance(8)).then(|| {
+        (0..rng.below(6))
+            .map(|_| *rng.pick(PIECES))
+            .collect::<String>()
+    });
+    Message {
+        message_id: format!("m{id}"),
+        from: format!("+91{}", rng.below(7)),
+        to: "+1415".to_owned(),
+        ts_key: hookbox::timestamp::sort_key(&ts).unwrap(),
+        ts,
+        text,
+    }
+}
+
+/// What the store must hold, by id, with arrival numbers.
+#[derive(Default)]
+struct Oracle {
+    rows: std::collections::BTreeMap<String, (u64, Message)>,
+    arrivals: u64,
+}
+
+impl Oracle {
+    fn insert(&mut self, message: &Message) -> Inserted {
+        if self.rows.contains_key(&message.message_id) {
+            return Inserted::Duplicate;
+        }
+        self.arrivals += 1;
+        let entry = (self.arrivals, message.clone());
+        self.rows.insert(message.message_id.clone(), entry);
+        Inserted::Created
+    }
+
+    fn keep_newest(&mut self, keep: usize) {
+        let mut by_arrival: Vec<(u64, String)> = self
+            .rows
+            .values()
+            .map(|(arrival, m)| (*arrival, m.message_id.clone()))
+            .collect();
+        by_arrival.sort();
+        let excess = by_arrival.len().saturating_sub(keep);
+        for (_, id) in by_arrival.into_iter().take(excess) {
+            self.rows.remove(&id);
+        }
+    }
+
+    fn matching(&self, query: &ListQuery) -> Vec<&Message> {
+        let needle = query.text.as_deref().map(hookbox::text::fold);
+        let mut found: Vec<&Message> = self
+            .rows
+            .values()
+            .map(|(_, m)| m)
+            .filter(|m| query.from.as_ref().is_none_or(|from| &m.from == from))
+            .filter(|m| query.since_key.as_ref().is_none_or(|key| &m.ts_key >= key))
+            .filter(|m| {
+                needle.as_ref().is_none_or(|needle| {
+                    m.text
+                        .as_deref()
+                        .is_some_and(|t| hookbox::text::fold(t).contains(needle.as_str()))
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| (&a.ts_key, &a.message_id).cmp(&(&b.ts_key, &b.message_id)));
+        found
+    }
+
+    fn stats(&self) -> Stats {
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (_, m) in self.rows.values() {
+            *counts.entry(&m.from).or_default() += 1;
+        }
+        let mut top: Vec<SenderCount> = counts
+            .iter()
+            .map(|(from, count)| SenderCount {
+                from: from.to_string(),
+                count: *count,
+            })
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.from.cmp(&b.from)));
+        top.truncate(10);
+        let ordered = self.matching(&ListQuery::default());
+        Stats {
+            total_messages: self.rows.len() as i64,
+            senders_count: counts.len() as i64,
+            messages_per_sender: top,
+            first_message_ts: ordered.first().map(|m| m.ts.clone()),
+            last_message_ts: ordered.last().map(|m| m.ts.clone()),
+        }
+    }
+}
+
+fn check_against(store: &mut Store, db: &PgDatabase, oracle: &Oracle, rng: &mut Rng) {
+    assert_eq!(store.stats().unwrap(), oracle.stats());
+    // The aggregate rows themselves agree with a recount of the rows.
+    let mut client = db.client();
+    let recount = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM messages),
+                    (SELECT coalesce(sum(messages), 0)::bigint FROM totals),
+                    (SELECT count(DISTINCT sender) FROM messages),
+                    (SELECT coalesce(sum(senders), 0)::bigint FROM totals),
+                    (SELECT count(*) FROM sender_counts s WHERE count <> (
+                        SELECT count(*) FROM messages m WHERE m.sender = s.sender)),
+                    (SELECT count(*) FROM sender_counts)",
+            &[],
+        )
+        .unwrap();
+    let numbers: Vec<i64> = (0..6).map(|i| recount.get(i)).collect();
+    assert_eq!(numbers[0], numbers[1], "totals.messages");
+    assert_eq!(numbers[2], numbers[3], "totals.senders");
+    assert_eq!(numbers[4], 0, "a sender_counts row disagrees");
+    assert_eq!(numbers[5], numbers[2], "one sender_counts row per sender");
+
+    let texts: Vec<&str> = oracle
+        .rows
+        .values()
+        .filter_map(|(_, m)| m.text.as_deref())
+        .collect();
+    let mut needles: Vec<String> = ["%", "_", "\\", "*", "a_c", "100%", "ärger", "İ", "I", "ss"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for _ in 0..8 {
+        if let Some(text) = (!texts.is_empty()).then(|| *rng.pick(&texts)) {
+            let chars: Vec<char> = text.chars().collect();
+            if !chars.is_empty() {
+                let start = rng.below(chars.len());
+                let len = 1 + rng.below(5.min(chars.len() - start));
+                let piece: String = chars[start..start + len].iter().collect();
+                needles.push(if rng.chance(2) {
+                    piece.to_uppercase()
+                } else {
+                    piece
+                });
+            }
+        }
+    }
+    for text in needles.into_iter().map(Some).chain([None]) {
+        for from in [None, Some("+913".to_owned())] {
+            for since_key in [None, Some("2025-01-15T00:00:00".to_owned())] {
+                let query = ListQuery {
+                    limit: 100,
+                    offset: 0,
+                    after: None,
+                    from: from.clone(),
+                    since_key: since_key.clone(),
+                    text: text.clone(),
+                };
+                let expected = oracle.matching(&query);
+                let page = store.list(&query).unwrap();
+                assert_eq!(page.total, expected.len() as i64, "{query:?}");
+                let ids: Vec<&str> = page.rows.iter().map(|m| m.message_id.as_str()).collect();
+                let want: Vec<&str> = expected
+                    .iter()
+                    .take(100)
+                    .map(|m| m.message_id.as_str())
+                    .collect();
+                assert_eq!(ids, want, "{query:?}");
+                if expected.len() > 3 {
+                    let pivot = expected[2];
+                    let after = ListQuery {
+                        limit: 2,
+                        after: Some(Position {
+                            ts_key: pivot.ts_key.clone(),
+                            message_id: pivot.message_id.clone(),
+                        }),
+                        ..query.clone()
+                    };
+                    let page = store.list(&after).unwrap();
+                    assert_eq!(page.total, expected.len() as i64);
+                    let ids: Vec<&str> = page.rows.iter().map(|m| m.message_id.as_str()).collect();
+                    let want: Vec<&str> = expected[3..]
+                        .iter()
+                        .take(2)
+                        .map(|m| m.message_id.as_str())
+                        .collect();
+                    assert_eq!(ids, want, "{after:?}");
+                }
+            }
+        }
+    }
+    // Export: every row, in /messages order.
+    let mut exported = Vec::new();
+    store
+        .export(&ExportFilter::default(), &mut |m| {
+            exported.push(m.message_id.clone());
+            Ok(())
+        })
+        .unwrap();
+    let want: Vec<String> = oracle
+        .matching(&ListQuery::default())
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(exported, want);
+}
+
+#[test]
+fn the_postgres_store_equals_an_oracle_through_inserts_duplicates_purges_and_searches() {
+    if !postgres_available() {
+        return;
+    }
+    for text_index in [true, false] {
+        let db = PgDatabase::create();
+        let mut config = Config::for_postgres(db.url(), Some(SECRET));
+        config.text_index = text_index;
+        let mut store = Store::open(&config).unwrap();
+        store.migrate().unwrap();
+        let mut rng = Rng::new(0x9E37);
+        let mut oracle = Oracle::default();
+        check_against(&mut store, &db, &oracle, &mut rng);
+        let mut next_id = 0;
+        for round in 0..8 {
+            let batch: Vec<Message> = (0..rng.range(1, 60))
+                .map(|_| {
+                    // Every fourth id is one seen before (or earlier in this very batch).
+                    let id = if next_id > 0 && rng.chance(4) {
+                        rng.below(next_id)
+                    } else {
+                        next_id += 1;
+                        next_id - 1
+                    };
+                    random_message(&mut rng, id)
+                })
+                .collect();
+            let expected: Vec<Inserted> = batch.iter().map(|m| oracle.insert(m)).collect();
+            let now = hookbox::timestamp::now_utc();
+            assert_eq!(store.insert_batch(&batch, &now).unwrap(), expected);
+            if round % 3 == 2 {
+                let keep = oracle.rows.len() * 2 / 3;
+                let retention = Retention {
+                    keep_messages: keep as u64,
+                    keep_days: 0,
+                };
+                while store.purge(&retention, 7).unwrap() > 0 {}
+                oracle.keep_newest(keep);
+            }
+            check_against(&mut store, &db, &oracle, &mut rng);
+        }
+        let everything_but_one = Retention {
+            keep_messages: 1,
+            keep_days: 0,
+        };
+        while store.purge(&everything_but_one, 100).unwrap() > 0 {}
+        oracle.keep_newest(1);
+        check_against(&mut store, &db, &oracle, &mut rng);
+        store.close();
+    }
+}
+
+#[test]
+fn retention_by_days_and_one_purger_at_a_time() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    let config = Config::for_postgres(db.url(), Some(SECRET));
+    let mut store = Store::open(&config).unwrap();
+    store.migrate().unwrap();
+    let mut rng = Rng::new(7);
+    let old: Vec<Message> = (0..30).map(|i| random_message(&mut rng, i)).collect();
+    let new: Vec<Message> = (30..40).map(|i| random_message(&mut rng, i)).collect();
+    store
+        .insert_batch(&old, "2001-01-01T00:00:00.000Z")
+        .unwrap();
+    store
+        .insert_batch(&new, &hookbox::timestamp::now_utc())
+        .unwrap();
+    let retention = Retention {
+        keep_messages: 0,
+        keep_days: 1,
+    };
+    // While another instance holds the purge lock, this one leaves purging to it.
+    let mut other = db.client();
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&hookbox::store::postgres::PURGE_LOCK],
+        )
+        .unwrap();
+    assert_eq!(store.purge(&retention, 25).unwrap(), 0);
+    other
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&hookbox::store::postgres::PURGE_LOCK],
+        )
+        .unwrap();
+    assert_eq!(store.purge(&retention, 25).unwrap(), 25);
+    assert_eq!(store.purge(&retention, 25).unwrap(), 5);
+    assert_eq!(store.purge(&retention, 25).unwrap(), 0);
+    assert_eq!(store.stats().unwrap().total_messages, 10);
+    // A purged id may be stored again.
+    let now = hookbox::timestamp::now_utc();
+    assert_eq!(
+        store.insert_batch(&old[..1], &now).unwrap(),
+        [Inserted::Created]
+    );
+    store.close();
+}
