@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// How one `/webhook` request ended, as counted in `webhook_requests_total{result}` and logged.
@@ -70,6 +71,10 @@ pub struct Metrics {
     shed: IntCounterVec,
     commit_batch_size: Histogram,
     commit_duration: Histogram,
+    /// Reads stopped at `HOOKBOX_QUERY_TIMEOUT_MS` (answered 503).
+    pub query_timeouts: IntCounter,
+    /// Messages deleted by retention.
+    pub purged_messages: IntCounter,
 }
 
 /// Which bounded queue was full when a request was shed.
@@ -144,6 +149,16 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1000.0).collect()),
         )
         .expect("valid metric");
+        let query_timeouts = IntCounter::new(
+            "hookbox_query_timeouts_total",
+            "Reads stopped at HOOKBOX_QUERY_TIMEOUT_MS and answered 503.",
+        )
+        .expect("valid metric");
+        let purged_messages = IntCounter::new(
+            "hookbox_purged_messages_total",
+            "Messages deleted by retention (HOOKBOX_RETAIN_MESSAGES, HOOKBOX_RETAIN_DAYS).",
+        )
+        .expect("valid metric");
 
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -154,6 +169,8 @@ impl Metrics {
             Box::new(shed.clone()),
             Box::new(commit_batch_size.clone()),
             Box::new(commit_duration.clone()),
+            Box::new(query_timeouts.clone()),
+            Box::new(purged_messages.clone()),
         ] {
             registry
                 .register(collector)
@@ -177,6 +194,8 @@ impl Metrics {
             shed,
             commit_batch_size,
             commit_duration,
+            query_timeouts,
+            purged_messages,
         }
     }
 

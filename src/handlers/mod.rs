@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
 use crate::metrics::{Metrics, WebhookResult};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::writer::StorageHealth;
 
 /// Every handler has this shape, so the router can hand one back as a plain `fn` pointer.
@@ -50,4 +50,15 @@ pub struct Context<'a> {
 pub struct WebhookNote {
     pub message_id: Option<String>,
     pub result: WebhookResult,
+}
+
+/// A store read's failure as the handler's error; a read stopped at the query timeout is counted
+/// in `hookbox_query_timeouts_total`.
+pub fn read<T>(metrics: &Metrics, result: Result<T, StoreError>) -> Result<T, Error> {
+    result.map_err(|error| {
+        if matches!(error, StoreError::QueryTimeout) {
+            metrics.query_timeouts.inc();
+        }
+        Error::from(error)
+    })
 }

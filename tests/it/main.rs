@@ -6,6 +6,7 @@ mod support;
 
 mod binary;
 mod concurrency;
+mod growth;
 mod hostile;
 mod messages;
 mod migration;
