@@ -33,5 +33,8 @@ lint: ## formatting and clippy, warnings are errors
 bench: ## throughput/latency/RSS benchmark, writes bench-results/
 	./bench/run.sh
 
+bench-pg: ## ingest on SQLite vs PostgreSQL, and 1-3 instances on one PostgreSQL
+	./bench/run-pg.sh
+
 soak: ## longer fault tests (crash, fd exhaustion, idle connections)
 	./soak/run.sh
