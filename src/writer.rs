@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::Error;
 use crate::message::Message;
-use crate::store::{Inserted, Store};
+use crate::store::{Inserted, Retention, Store};
 use crate::timestamp;
 use crate::worker::Shared;
 
@@ -103,8 +103,40 @@ fn run(
             log::error!("the writer panicked while committing a batch; its requests got 500");
         }
         store.after_commit();
+        purge_some(shared, &mut store, queue);
     }
     store.close();
+}
+
+/// Rows deleted per purge transaction: a few milliseconds each, so a message arriving during a
+/// purge waits at most that long.
+const PURGE_BATCH: usize = 256;
+
+/// Retention (`HOOKBOX_RETAIN_*`), between commits: deletes what must go in small batches,
+/// stopping as soon as a message waits. At least one batch runs after every commit, so under
+/// steady load the purge keeps pace with ingest (a commit holds at most `HOOKBOX_MAX_BATCH`).
+fn purge_some(shared: &Shared, store: &mut Store, queue: &Receiver<Ticket>) {
+    let retention = Retention {
+        keep_messages: shared.config.retain_messages,
+        keep_days: shared.config.retain_days,
+    };
+    if retention.is_unlimited() {
+        return;
+    }
+    loop {
+        match store.purge(&retention, PURGE_BATCH) {
+            Ok(0) => break,
+            Ok(purged) => shared.metrics.purged_messages.inc_by(purged as u64),
+            Err(error) => {
+                log::warn!("retention purge failed (retried after the next commit): {error}");
+                break;
+            }
+        }
+        store.after_commit();
+        if !queue.is_empty() {
+            break;
+        }
+    }
 }
 
 /// Stores one batch in one transaction, then hands every ticket in it back for answering.

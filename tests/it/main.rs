@@ -13,6 +13,7 @@ mod migration;
 mod ops;
 mod postgres;
 mod properties;
+mod retention;
 mod stats;
 mod storage;
 mod webhook;
