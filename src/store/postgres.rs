@@ -467,7 +467,8 @@ fn describe_error(error: &postgres::Error) -> String {
     }
 }
 
-/// True for errors after which this connection cannot be used again.
+/// True for errors after which this connection cannot be used again: the server ended the
+/// session (shutdown, restart, terminated backend), or the socket failed or closed.
 fn connection_lost(error: &postgres::Error) -> bool {
     match error.code() {
         Some(code) => {
@@ -479,8 +480,11 @@ fn connection_lost(error: &postgres::Error) -> bool {
                         | SqlState::CANNOT_CONNECT_NOW
                 )
         }
-        // No SQLSTATE: an I/O or protocol error on the socket.
-        None => true,
+        None => {
+            error.is_closed()
+                || std::error::Error::source(error)
+                    .is_some_and(|source| source.is::<std::io::Error>())
+        }
     }
 }
 
@@ -488,7 +492,12 @@ fn connection_lost(error: &postgres::Error) -> bool {
 /// `QueryTimeout`; anything else is a bug.
 fn sort_error(error: &postgres::Error, doing: Doing) -> StoreError {
     let Some(code) = error.code() else {
-        return StoreError::Unavailable(format!("PostgreSQL connection: {error}"));
+        // No SQLSTATE: the connection failed, or a value did not convert (a bug of ours).
+        return if connection_lost(error) {
+            StoreError::Unavailable(format!("PostgreSQL connection: {error}"))
+        } else {
+            StoreError::Internal(error.to_string())
+        };
     };
     let class = &code.code()[..2];
     if *code == SqlState::QUERY_CANCELED && doing == Doing::Reading {
@@ -803,6 +812,9 @@ fn export_in(
         format!(" WHERE {}", conditions.join(" AND "))
     };
     let mut tx = read_snapshot(client, 0)?;
+    // Between fetches the transaction is idle while `each` writes; a slow reader (a pipe into
+    // `hookbox import`) must not get the session ended under it.
+    tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")?;
     let portal = tx.bind(
         &format!(
             "SELECT message_id, sender, recipient, ts, text FROM messages{filter_sql}
