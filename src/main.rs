@@ -1,8 +1,10 @@
 //! The `hookbox` binary: read the config, serve until SIGTERM/SIGINT, shut down gracefully.
-//! `hookbox healthcheck` instead asks the running server whether it is ready (for containers).
+//! `hookbox healthcheck` instead asks the running server whether it is ready (for containers);
+//! `hookbox export` and `hookbox import` move messages out of and into the store (see `cli`).
 //!
-//! Exit codes: 0 after a clean shutdown (or a ready server), 1 when the server cannot start or
-//! stops accepting (or is not ready), 2 when the configuration or the arguments are invalid.
+//! Exit codes: 0 after a clean shutdown (or a ready server, or a clean export/import), 1 when the
+//! server cannot start or stops accepting (or is not ready, or an import had invalid lines), 2
+//! when the configuration or the arguments are invalid.
 
 use std::process::ExitCode;
 
@@ -21,11 +23,21 @@ fn main() -> ExitCode {
         }
     };
     log::set_max_level(config.log_level);
-    let result = match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
         None => run(config),
         Some("healthcheck") => hookbox::healthcheck::check(&config).map_err(Into::into),
+        Some(command @ ("export" | "import")) => {
+            if command == "export" {
+                // stdout carries the data: no log line may land in it.
+                log::set_max_level(log::LevelFilter::Off);
+            }
+            return hookbox::cli::run(&config, command, &args[2..]);
+        }
         Some(other) => {
-            log::error!("unknown argument {other:?}; the only subcommand is `healthcheck`");
+            log::error!(
+                "unknown argument {other:?}; the subcommands are `healthcheck`, `export`, `import`"
+            );
             return ExitCode::from(2);
         }
     };
