@@ -20,6 +20,10 @@ CREATE TABLE messages (
     -- crate::text::fold(text), computed in Rust: the very fold SQLite's index uses, so `q`
     -- cannot mean one thing here and another there (lower() would follow the server's locale).
     text_folded text COLLATE "C",
+    -- The same fold, as bytes, instead of text_folded when it holds U+0000 or U+0001: text cannot
+    -- hold U+0000 (`text` stores it escaped, see src/store/postgres.rs), and a `q` needle must
+    -- match such rows exactly; they are rare, and a partial index finds them.
+    text_folded_bytes bytea,
     -- When the writer committed it (timestamp::now_utc: fixed width, so text order is time order).
     received_at text COLLATE "C" NOT NULL,
     -- Arrival order, for HOOKBOX_RETAIN_MESSAGES ("keep the newest N").
@@ -33,6 +37,7 @@ CREATE INDEX messages_by_sender ON messages (sender, ts_key, message_id);
 -- Retention: the oldest by arrival go first, and what arrived before a cut-off.
 CREATE INDEX messages_by_arrival ON messages (arrival);
 CREATE INDEX messages_by_received ON messages (received_at);
+CREATE INDEX messages_with_text_bytes ON messages (message_id) WHERE text_folded_bytes IS NOT NULL;
 -- The trigram index for `q` is not part of the schema: HOOKBOX_TEXT_INDEX creates or drops it at
 -- every startup (sql/postgres/text_index_on.sql, text_index_off.sql).
 

@@ -11,6 +11,7 @@
 //! ids are the created ones. The same statement keeps the aggregates (per-sender rows and
 //! sharded totals) in its own transaction, so `/stats` and totals are always exact.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,14 +61,17 @@ WITH batch AS (
     -- sorted for locking; an id that turns out to be a duplicate leaves a gap, which is harmless.
     SELECT b.*, nextval('messages_arrival_seq') AS arrival
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[]) WITH ORDINALITY
-        AS b (message_id, sender, recipient, ts, ts_key, text, text_folded, ordinal)
+                $7::text[], $10::bytea[]) WITH ORDINALITY
+        AS b (message_id, sender, recipient, ts, ts_key, text, text_folded, text_folded_bytes,
+              ordinal)
     ORDER BY ordinal
 ),
 created AS (
     INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_folded,
-                          received_at, arrival)
-    SELECT message_id, sender, recipient, ts, ts_key, text, text_folded, $8, arrival FROM batch
+                          text_folded_bytes, received_at, arrival)
+    SELECT message_id, sender, recipient, ts, ts_key, text, text_folded, text_folded_bytes, $8,
+           arrival
+    FROM batch
     -- One lock order for every instance: overlapping batches wait, never deadlock.
     ORDER BY message_id COLLATE "C"
     ON CONFLICT (message_id) DO NOTHING
@@ -339,19 +343,27 @@ impl Postgres {
         let column = |field: fn(&Message) -> Option<&str>| -> Vec<Option<&str>> {
             unique.iter().map(|message| field(message)).collect()
         };
-        let ids = column(|m| Some(&m.message_id));
+        let ids: Vec<Cow<str>> = unique.iter().map(|m| escape_nul(&m.message_id)).collect();
         let senders = column(|m| Some(&m.from));
         let recipients = column(|m| Some(&m.to));
         let ts = column(|m| Some(&m.ts));
         let ts_keys = column(|m| Some(&m.ts_key));
-        let texts = column(|m| m.text.as_deref());
-        let folded: Vec<Option<String>> = unique
+        let texts: Vec<Option<Cow<str>>> = unique
             .iter()
-            .map(|message| message.text.as_deref().map(text::fold))
+            .map(|m| m.text.as_deref().map(escape_nul))
             .collect();
+        // The folded text goes to the indexed text column, or, when it holds U+0000 or U+0001
+        // (which the escape would turn into look-alike sequences), to the exact bytes column.
+        let (folded, folded_bytes): (Vec<Option<String>>, Vec<Option<Vec<u8>>>) = unique
+            .iter()
+            .map(|m| match m.text.as_deref().map(text::fold) {
+                Some(folded) if needs_escape(&folded) => (None, Some(folded.into_bytes())),
+                other => (other, None),
+            })
+            .unzip();
         let shard = random_shard();
 
-        let params: [&(dyn ToSql + Sync); 9] = [
+        let params: [&(dyn ToSql + Sync); 10] = [
             &ids,
             &senders,
             &recipients,
@@ -361,6 +373,7 @@ impl Postgres {
             &folded,
             &received_at,
             &shard,
+            &folded_bytes,
         ];
         let mut attempt = 0;
         let created: HashSet<String> = loop {
@@ -370,7 +383,7 @@ impl Postgres {
                 .statement(INSERT_BATCH)
                 .and_then(|statement| connection.client.query(&statement, &params));
             match result {
-                Ok(rows) => break rows.iter().map(|row| row.get(0)).collect(),
+                Ok(rows) => break rows.iter().map(|row| unescape_nul(row.get(0))).collect(),
                 Err(error) => {
                     let retryable = matches!(
                         error.code(),
@@ -579,11 +592,12 @@ fn read_snapshot(
     Ok(tx)
 }
 
-/// `needle` as a LIKE pattern matching it literally anywhere (`\` is the escape character).
+/// `needle` as a LIKE pattern matching it literally anywhere (`\` is the escape character), on
+/// the text column: escaped like the stored text, so it carries no U+0000 either.
 fn like_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
-    for ch in text::fold(needle).chars() {
+    for ch in escape_nul(&text::fold(needle)).chars() {
         if matches!(ch, '%' | '_' | '\\') {
             pattern.push('\\');
         }
@@ -599,6 +613,10 @@ fn list_in(
     query: &ListQuery,
 ) -> Result<Page, postgres::Error> {
     let pattern = query.text.as_deref().map(like_pattern);
+    let needle_bytes = query
+        .text
+        .as_deref()
+        .map(|needle| text::fold(needle).into_bytes());
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
     if let Some(from) = &query.from {
@@ -609,9 +627,15 @@ fn list_in(
         values.push(since_key);
         conditions.push(format!("ts_key >= ${}", values.len()));
     }
-    if let Some(pattern) = &pattern {
+    if let (Some(pattern), Some(needle_bytes)) = (&pattern, &needle_bytes) {
         values.push(pattern);
-        conditions.push(format!("text_folded LIKE ${} ESCAPE '\\'", values.len()));
+        values.push(needle_bytes);
+        conditions.push(format!(
+            "(text_folded LIKE ${} ESCAPE '\\'
+              OR (text_folded_bytes IS NOT NULL AND position(${} IN text_folded_bytes) > 0))",
+            values.len() - 1,
+            values.len()
+        ));
     }
     let filter = if conditions.is_empty() {
         String::new()
@@ -635,9 +659,13 @@ fn list_in(
 
     let mut page_conditions = conditions;
     let mut page_values = values;
-    if let Some(after) = &query.after {
+    let after_id = query
+        .after
+        .as_ref()
+        .map(|after| escape_nul(&after.message_id));
+    if let (Some(after), Some(after_id)) = (&query.after, &after_id) {
         page_values.push(&after.ts_key);
-        page_values.push(&after.message_id);
+        page_values.push(after_id);
         page_conditions.push(format!(
             "(ts_key, message_id) > (${}, ${})",
             page_values.len() - 1,
@@ -837,12 +865,53 @@ fn export_in(
 
 fn stored_message(row: &Row) -> StoredMessage {
     StoredMessage {
-        message_id: row.get(0),
+        message_id: unescape_nul(row.get(0)),
         from: row.get(1),
         to: row.get(2),
         ts: row.get(3),
-        text: row.get(4),
+        text: row.get::<_, Option<String>>(4).map(unescape_nul),
     }
+}
+
+/// PostgreSQL's text cannot hold U+0000, which JSON allows in `message_id` and `text`. Stored
+/// text escapes it reversibly: U+0000 → U+0001 U+0001, U+0001 → U+0001 U+0002. The mapping is
+/// one-to-one and keeps byte order (both codes sort below every other character, in their
+/// order), so ids stay unique and `/messages` order and cursors are unchanged.
+fn needs_escape(raw: &str) -> bool {
+    raw.contains(['\u{0}', '\u{1}'])
+}
+
+fn escape_nul(raw: &str) -> Cow<'_, str> {
+    if !needs_escape(raw) {
+        return Cow::Borrowed(raw);
+    }
+    let mut escaped = String::with_capacity(raw.len() + 8);
+    for ch in raw.chars() {
+        match ch {
+            '\u{0}' => escaped.push_str("\u{1}\u{1}"),
+            '\u{1}' => escaped.push_str("\u{1}\u{2}"),
+            other => escaped.push(other),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+fn unescape_nul(stored: String) -> String {
+    if !stored.contains('\u{1}') {
+        return stored;
+    }
+    let mut raw = String::with_capacity(stored.len());
+    let mut chars = stored.chars();
+    while let Some(ch) = chars.next() {
+        match (ch, ch == '\u{1}') {
+            (_, true) => raw.push(match chars.next() {
+                Some('\u{1}') => '\u{0}',
+                _ => '\u{1}',
+            }),
+            (other, false) => raw.push(other),
+        }
+    }
+    raw
 }
 
 /// A shard of `totals` for this batch: spread, not strictly random (no RNG crate needed).
@@ -863,5 +932,41 @@ mod tests {
         assert_eq!(like_pattern("back\\slash"), "%back\\\\slash%");
         assert_eq!(like_pattern("*"), "%*%");
         assert_eq!(like_pattern("ÄRGER"), "%ärger%");
+        assert_eq!(like_pattern("a\u{0}b"), "%a\u{1}\u{1}b%");
+    }
+
+    #[test]
+    fn the_nul_escape_round_trips_and_keeps_order() {
+        let samples = [
+            "",
+            "\u{0}",
+            "\u{1}",
+            "\u{2}",
+            "\u{0}\u{0}",
+            "\u{0}\u{1}",
+            "\u{1}\u{0}",
+            "a",
+            "a\u{0}",
+            "a\u{0}b",
+            "a\u{1}",
+            "a\u{2}",
+            "ab",
+            "\u{1}\u{1}",
+            "é\u{0}",
+            "😀",
+        ];
+        for raw in samples {
+            assert_eq!(unescape_nul(escape_nul(raw).into_owned()), raw, "{raw:?}");
+            assert!(!escape_nul(raw).contains('\u{0}'));
+        }
+        for a in samples {
+            for b in samples {
+                assert_eq!(
+                    a.as_bytes().cmp(b.as_bytes()),
+                    escape_nul(a).as_bytes().cmp(escape_nul(b).as_bytes()),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 }

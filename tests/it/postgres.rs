@@ -365,7 +365,7 @@ use hookbox::store::{
 
 const PIECES: &[&str] = &[
     "a", "B", "ab", "Hello", "wörld", "ÄRGER", "ß", "İ", "i", "%", "_", "\\", "*", "\"", " ", "x",
-    "yZ", "100%", "a_c",
+    "yZ", "100%", "a_c", "\u{0}", "\u{1}", "\u{2}",
 ];
 
 fn random_message(rng: &mut Rng, id: usize) -> Message {
@@ -382,7 +382,8 @@ fn random_message(rng: &mut Rng, id: usize) -> Message {
             .collect::<String>()
     });
     Message {
-        message_id: format!("m{id}"),
+        // Some ids hold U+0000 or U+0001, which PostgreSQL text cannot take as they are.
+        message_id: format!("m{id}{}", ["", "\u{0}", "\u{1}x"][id % 3]),
         from: format!("+91{}", rng.below(7)),
         to: "+1415".to_owned(),
         ts_key: hookbox::timestamp::sort_key(&ts).unwrap(),
@@ -494,10 +495,27 @@ fn check_against(store: &mut Store, db: &PgDatabase, oracle: &Oracle, rng: &mut 
         .values()
         .filter_map(|(_, m)| m.text.as_deref())
         .collect();
-    let mut needles: Vec<String> = ["%", "_", "\\", "*", "a_c", "100%", "ärger", "İ", "I", "ss"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut needles: Vec<String> = [
+        "%",
+        "_",
+        "\\",
+        "*",
+        "a_c",
+        "100%",
+        "ärger",
+        "İ",
+        "I",
+        "ss",
+        "\u{0}",
+        "\u{1}",
+        "\u{2}",
+        "\u{1}\u{2}",
+        "\u{1}\u{1}",
+        "a\u{0}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for _ in 0..8 {
         if let Some(text) = (!texts.is_empty()).then(|| *rng.pick(&texts)) {
             let chars: Vec<char> = text.chars().collect();
