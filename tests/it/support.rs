@@ -222,6 +222,30 @@ impl TestDb {
         }
     }
 
+    /// A fresh SQLite store, whatever the suite's store.
+    pub fn new_sqlite() -> TestDb {
+        TestDb {
+            dir: TempDir::new(),
+            pg: None,
+        }
+    }
+
+    /// A fresh PostgreSQL store, whatever the suite's store.
+    pub fn new_postgres() -> TestDb {
+        TestDb {
+            dir: TempDir::new(),
+            pg: Some(PgDatabase::create()),
+        }
+    }
+
+    /// `DATABASE_URL` for this store (for the binary).
+    pub fn url(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url(),
+            None => self.dir.path().join("test.db").display().to_string(),
+        }
+    }
+
     /// The temporary directory (for SQLite, where `test.db` is).
     pub fn path(&self) -> &Path {
         self.dir.path()
