@@ -72,7 +72,7 @@ fn recount(server: &TestServer) -> (i64, i64, i64, i64, i64) {
                 .unwrap();
             let indexed = conn
                 .query_row(
-                    "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '\"retained\"'",
+                    "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '\"ret\" AND \"ned\"'",
                     [],
                     |row| row.get(0),
                 )
