@@ -724,3 +724,84 @@ fn the_documented_migration_sqlite_export_piped_into_postgres_import_is_byte_ide
     assert!(hookbox(&back, &["import"], &again.stdout).status.success());
     assert!(hookbox(&back, &["export"], b"").stdout == exported.stdout);
 }
+
+#[test]
+fn three_instances_ingesting_and_purging_at_once_keep_the_aggregates_exact() {
+    if !postgres_available() {
+        return;
+    }
+    const KEEP: u64 = 50;
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 60;
+    let db = PgDatabase::create();
+    let servers: Vec<TestServer> = (0..3)
+        .map(|_| {
+            let mut config = Config::for_postgres(db.url(), Some(SECRET));
+            config.retain_messages = KEEP;
+            config.max_batch = 8;
+            TestServer::start_on(config)
+        })
+        .collect();
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let server = &servers[client % servers.len()];
+            scope.spawn(move || {
+                for i in 0..PER_CLIENT {
+                    let from = format!("+{}", (client * 7 + i) % 9 + 1);
+                    let id = format!("p-{client}-{i}");
+                    let resp = server.post_message(&id, &from, "2025-01-15T10:00:00Z", None);
+                    assert_eq!(resp.status, 200, "{}", resp.text());
+                }
+            });
+        }
+    });
+    // The last purges run after the last answers went out: let them finish, within a bound,
+    // then stop the servers so nothing moves while the rows are recounted.
+    let purged_so_far = || -> f64 {
+        servers
+            .iter()
+            .map(|s| s.metric("hookbox_purged_messages_total").unwrap())
+            .sum()
+    };
+    let created: f64 = servers.iter().map(|s| s.metric(CREATED).unwrap()).sum();
+    assert_eq!(created, (CLIENTS * PER_CLIENT) as f64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut purged = purged_so_far();
+    loop {
+        thread::sleep(Duration::from_millis(50));
+        let now = purged_so_far();
+        if now == purged || Instant::now() > deadline {
+            break;
+        }
+        purged = now;
+    }
+    drop(servers);
+    let row = db
+        .client()
+        .query_one(
+            "SELECT (SELECT count(*) FROM messages),
+                    (SELECT coalesce(sum(messages), 0)::bigint FROM totals),
+                    (SELECT count(DISTINCT sender) FROM messages),
+                    (SELECT coalesce(sum(senders), 0)::bigint FROM totals),
+                    (SELECT count(*) FROM sender_counts s WHERE count <> (
+                        SELECT count(*) FROM messages m WHERE m.sender = s.sender)),
+                    (SELECT count(*) FROM sender_counts)",
+            &[],
+        )
+        .unwrap();
+    let numbers: Vec<i64> = (0..6).map(|i| row.get(i)).collect();
+    assert_eq!(numbers[0], numbers[1], "totals.messages: {numbers:?}");
+    assert_eq!(numbers[2], numbers[3], "totals.senders: {numbers:?}");
+    assert_eq!(numbers[4], 0, "a sender_counts row disagrees: {numbers:?}");
+    assert_eq!(numbers[5], numbers[2], "one row per sender: {numbers:?}");
+    // Every created message is either still there or was counted as purged; what is left is at
+    // least KEEP (a purger that finds another one at work leaves the rest to the next commit).
+    let rows = numbers[0];
+    assert!(rows >= KEEP as i64, "{rows} rows");
+    assert!(purged > 0.0);
+    assert_eq!(
+        purged + rows as f64,
+        created,
+        "purged {purged}, left {rows}"
+    );
+}
