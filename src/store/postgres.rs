@@ -55,58 +55,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// (possible when instances insert overlapping batches; the rows are sorted to make it rare).
 const INSERT_ATTEMPTS: usize = 3;
 
-const INSERT_BATCH: &str = r#"
-WITH batch AS (
-    -- Arrival numbers are drawn in input order (as SQLite's rowids are), before the rows are
-    -- sorted for locking; an id that turns out to be a duplicate leaves a gap, which is harmless.
-    SELECT b.*, nextval('messages_arrival_seq') AS arrival
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $10::bytea[]) WITH ORDINALITY
-        AS b (message_id, sender, recipient, ts, ts_key, text, text_folded, text_folded_bytes,
-              ordinal)
-    ORDER BY ordinal
-),
-created AS (
-    INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_folded,
-                          text_folded_bytes, received_at, arrival)
-    SELECT message_id, sender, recipient, ts, ts_key, text, text_folded, text_folded_bytes, $8,
-           arrival
-    FROM batch
-    -- One lock order for every instance: overlapping batches wait, never deadlock.
-    ORDER BY message_id COLLATE "C"
-    ON CONFLICT (message_id) DO NOTHING
-    RETURNING message_id, sender
-),
-per_sender AS (
-    INSERT INTO sender_counts (sender, count)
-    SELECT sender, count(*) FROM created GROUP BY sender ORDER BY sender
-    ON CONFLICT (sender) DO UPDATE SET count = sender_counts.count + excluded.count
-    RETURNING (xmax = 0) AS new_sender
-),
-counted AS (
-    UPDATE totals SET messages = messages + (SELECT count(*) FROM created),
-                      senders = senders + (SELECT count(*) FROM per_sender WHERE new_sender)
-    WHERE shard = $9 AND EXISTS (SELECT 1 FROM created)
-)
-SELECT message_id FROM created
-"#;
+const INSERT_BATCH: &str = include_str!("../../sql/postgres/insert_batch.sql");
 
 /// The rows a purge deletes, and the per-sender decrements they cause (all in one statement).
-const PURGE_DELETE: &str = r#"
-WITH gone AS (
-    DELETE FROM messages WHERE message_id = ANY($1) RETURNING sender
-),
-per_sender AS (
-    SELECT sender, count(*) AS n FROM gone GROUP BY sender
-),
-decremented AS (
-    UPDATE sender_counts SET count = sender_counts.count - per_sender.n
-    FROM per_sender WHERE sender_counts.sender = per_sender.sender
-    RETURNING sender_counts.sender, sender_counts.count
-)
-SELECT (SELECT count(*) FROM gone),
-       coalesce((SELECT array_agg(sender) FROM decremented WHERE count = 0), '{}')
-"#;
+const PURGE_DELETE: &str = include_str!("../../sql/postgres/purge_delete.sql");
 
 /// One connection to PostgreSQL, reopened when it dies.
 pub struct Postgres {
@@ -340,14 +292,14 @@ impl Postgres {
             .zip(&first)
             .filter_map(|(message, first)| first.then_some(message))
             .collect();
-        let column = |field: fn(&Message) -> Option<&str>| -> Vec<Option<&str>> {
+        let column = |field: fn(&Message) -> &str| -> Vec<&str> {
             unique.iter().map(|message| field(message)).collect()
         };
         let ids: Vec<Cow<str>> = unique.iter().map(|m| escape_nul(&m.message_id)).collect();
-        let senders = column(|m| Some(&m.from));
-        let recipients = column(|m| Some(&m.to));
-        let ts = column(|m| Some(&m.ts));
-        let ts_keys = column(|m| Some(&m.ts_key));
+        let senders = column(|m| &m.from);
+        let recipients = column(|m| &m.to);
+        let ts = column(|m| &m.ts);
+        let ts_keys = column(|m| &m.ts_key);
         let texts: Vec<Option<Cow<str>>> = unique
             .iter()
             .map(|m| m.text.as_deref().map(escape_nul))
