@@ -805,3 +805,38 @@ fn three_instances_ingesting_and_purging_at_once_keep_the_aggregates_exact() {
         "purged {purged}, left {rows}"
     );
 }
+
+#[test]
+fn a_next_link_from_one_instance_is_followed_on_another() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    let servers = start_together(&db, 2, 2);
+    for i in 0..25 {
+        let ts = format!("2025-01-{:02}T10:00:00Z", 1 + i % 5);
+        let resp = servers[i % 2].post_message(&format!("c{i:02}"), "+1", &ts, None);
+        assert_eq!(resp.status, 200);
+    }
+    let everything = servers[0].get("/messages?limit=100").json();
+    let mut seen = Vec::new();
+    let mut target = "/messages?limit=10".to_owned();
+    for hop in 0.. {
+        // Each page from the other instance than the last.
+        let resp = servers[hop % 2].get(&target);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let page = resp.json();
+        assert_eq!(page["total"], 25);
+        seen.extend(page["data"].as_array().unwrap().iter().cloned());
+        let Some(link) = resp.header("link") else {
+            break;
+        };
+        target = link
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(url, _)| url.to_owned())
+            .unwrap_or_else(|| panic!("not a Link: {link}"));
+        assert!(hop < 10, "the links never end");
+    }
+    assert_eq!(serde_json::Value::Array(seen), everything["data"]);
+}
