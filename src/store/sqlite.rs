@@ -201,6 +201,7 @@ impl Sqlite {
             )));
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let started = Instant::now();
             let mut run = || -> rusqlite::Result<()> {
                 let tx = self
                     .conn
@@ -210,6 +211,11 @@ impl Sqlite {
                 tx.commit()
             };
             run().map_err(store_error)?;
+            log::info!(
+                schema_version = index + 1,
+                seconds = started.elapsed().as_secs_f64();
+                "schema migrated"
+            );
         }
         self.reconcile_text_index().map_err(store_error)
     }
