@@ -1,5 +1,5 @@
 # hookbox — the everyday commands. `make help` lists them.
-.PHONY: help up down logs run test lint bench bench-reads soak
+.PHONY: help up down logs run test test-sqlite test-postgres lint bench bench-reads bench-pg soak
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,8 +16,15 @@ logs: ## follow the container's JSON logs
 run: ## run the server locally on :8000 with ./hookbox.db
 	cargo run --release --locked
 
-test: ## run every test
+test: test-sqlite test-postgres ## run every test: the suite on SQLite, then on PostgreSQL
+
+test-sqlite: ## the suite on SQLite (and the PostgreSQL-only tests, skipped if it is unreachable)
 	cargo test --locked --workspace
+
+# The same integration suite again, every server on its own throwaway PostgreSQL database.
+# binary:: runs the executable on SQLite URLs and postgres:: already ran: not repeated.
+test-postgres: ## the integration suite on PostgreSQL (127.0.0.1:5432 or HOOKBOX_TEST_PG_URL)
+	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip binary:: --skip postgres::
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
@@ -28,6 +35,9 @@ bench: ## every benchmark, side by side with the previous release; writes bench-
 
 bench-reads: ## only the reads on a 1M-message store (BENCH_ROWS=10000000 for 10M)
 	BENCH_ONLY=reads ./bench/run.sh
+
+bench-pg: ## ingest on SQLite vs PostgreSQL, and 1-3 instances on one PostgreSQL
+	./bench/run-pg.sh
 
 soak: ## longer fault tests (crash, fd exhaustion, idle and hostile connections, 1M-row reads)
 	./soak/run.sh

@@ -13,8 +13,8 @@ use log::LevelFilter;
 /// Everything the server needs to start, already validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Path of the SQLite file (from `DATABASE_URL`).
-    pub database_path: PathBuf,
+    /// Which store, and where (from `DATABASE_URL`).
+    pub database: Database,
     /// HMAC key for `/webhook`; `None` when unset or empty.
     pub webhook_secret: Option<Secret>,
     /// Most verbose level written to stdout.
@@ -60,6 +60,36 @@ pub struct Config {
     pub retain_messages: u64,
     /// Drop messages that arrived more than this many days ago; 0: keep them forever.
     pub retain_days: u64,
+}
+
+/// The store `DATABASE_URL` names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (the embedded default): one box, one file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`), kept as given: several
+    /// hookbox instances may share the database it names.
+    Postgres(String),
+}
+
+impl Database {
+    /// What the logs may say about the store: the file, or the URL with any password hidden.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `Debug` never shows a password, so a logged config cannot leak it.
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+        }
+    }
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -135,7 +165,7 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
 
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        let database_path = parse_database_url(&database_url).map_err(|reason| ConfigError {
+        let database = parse_database_url(&database_url).map_err(|reason| ConfigError {
             variable: "DATABASE_URL",
             reason,
         })?;
@@ -149,7 +179,7 @@ impl Config {
         let host = get("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
 
         Ok(Config {
-            database_path,
+            database,
             webhook_secret: get("WEBHOOK_SECRET").map(Secret),
             log_level,
             host,
@@ -237,11 +267,21 @@ impl Config {
         })
     }
 
-    /// A config for tests and embedding: the given database, loopback on an OS-chosen port,
+    /// A config for tests and embedding: the given SQLite file, loopback on an OS-chosen port,
     /// everything else at its default.
     pub fn for_database(database_path: impl Into<PathBuf>, secret: Option<&str>) -> Config {
+        Config::for_store(Database::Sqlite(database_path.into()), secret)
+    }
+
+    /// Like `for_database`, on the PostgreSQL database that `url` names.
+    pub fn for_postgres(url: impl Into<String>, secret: Option<&str>) -> Config {
+        Config::for_store(Database::Postgres(url.into()), secret)
+    }
+
+    /// Like `for_database`, on any store.
+    pub fn for_store(database: Database, secret: Option<&str>) -> Config {
         let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
-        config.database_path = database_path.into();
+        config.database = database;
         config.webhook_secret = secret.filter(|s| !s.is_empty()).map(Secret::new);
         config.host = "127.0.0.1".to_owned();
         config.port = 0;
@@ -285,9 +325,17 @@ fn parse_log_level(raw: &str) -> Option<LevelFilter> {
     }
 }
 
-/// `sqlite:////abs/path.db` → `/abs/path.db`; `sqlite:///rel.db` → `rel.db` (relative to the
-/// working directory); a bare path is taken as it is. Anything else is an error.
-pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
+/// `postgres://…` or `postgresql://…` → PostgreSQL (the URL must parse as a libpq connection
+/// URL); `sqlite:////abs/path.db` → `/abs/path.db`; `sqlite:///rel.db` → `rel.db` (relative to
+/// the working directory); a bare path is taken as it is. Anything else is an error.
+pub fn parse_database_url(url: &str) -> Result<Database, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return match url.parse::<postgres::Config>() {
+            Ok(_) => Ok(Database::Postgres(url.to_owned())),
+            // The parser's message never quotes the URL back, so no password reaches the log.
+            Err(error) => Err(format!("{}: {error}", redact_url(url))),
+        };
+    }
     let path = if let Some(rest) = url.strip_prefix("sqlite:///") {
         rest
     } else if url.starts_with("sqlite:") {
@@ -295,7 +343,10 @@ pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
             "{url:?} is not sqlite:///relative/path.db or sqlite:////absolute/path.db"
         ));
     } else if url.contains("://") {
-        return Err(format!("{url:?}: only sqlite URLs are supported"));
+        return Err(format!(
+            "{:?}: only sqlite:// and postgres:// URLs are supported",
+            redact_url(url)
+        ));
     } else {
         url
     };
@@ -310,7 +361,41 @@ pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
             "an in-memory database cannot be shared between workers; name a file".to_owned(),
         );
     }
-    Ok(PathBuf::from(path))
+    Ok(Database::Sqlite(PathBuf::from(path)))
+}
+
+/// The URL with the password of its user part (`user:password@`) and any `password=` parameter
+/// replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = url.find("://") {
+        let start = scheme_end + 3;
+        let authority_end = url[start..]
+            .find(['/', '?'])
+            .map_or(url.len(), |index| start + index);
+        // The last `@` ends the user part: a password may contain an unencoded `@`.
+        if let Some(at) = url[start..authority_end].rfind('@') {
+            let userinfo = &url[start..start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out = format!("{}:<redacted>{}", &url[..start + colon], &url[start + at..]);
+            }
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let query = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    format!("{key}=<redacted>")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{head}{query}");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -328,7 +413,10 @@ mod tests {
     #[test]
     fn defaults() {
         let config = config(&[]).unwrap();
-        assert_eq!(config.database_path, PathBuf::from("hookbox.db"));
+        assert_eq!(
+            config.database,
+            Database::Sqlite(PathBuf::from("hookbox.db"))
+        );
         assert_eq!(config.webhook_secret, None);
         assert_eq!(config.log_level, LevelFilter::Info);
         assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8000));
@@ -340,20 +428,33 @@ mod tests {
 
     #[test]
     fn database_urls() {
+        let sqlite = |path: &str| Database::Sqlite(PathBuf::from(path));
         assert_eq!(
             parse_database_url("sqlite:////data/app.db").unwrap(),
-            PathBuf::from("/data/app.db")
+            sqlite("/data/app.db")
         );
         assert_eq!(
             parse_database_url("sqlite:///x.db").unwrap(),
-            PathBuf::from("x.db")
+            sqlite("x.db")
         );
         assert_eq!(
             parse_database_url("data/x.db").unwrap(),
-            PathBuf::from("data/x.db")
+            sqlite("data/x.db")
         );
-        for bad in [
+        for url in [
             "postgres://u@h/db",
+            "postgresql://u:p@127.0.0.1:5432/db?connect_timeout=5",
+            "postgres:///db?host=/run/postgresql",
+        ] {
+            assert_eq!(
+                parse_database_url(url).unwrap(),
+                Database::Postgres(url.to_owned())
+            );
+        }
+        for bad in [
+            "postgres://u@h/db?no_such_option=1",
+            "postgres://u@h:port/db",
+            "mysql://u@h/db",
             "sqlite://x.db",
             "sqlite:x.db",
             "sqlite:///",
@@ -373,6 +474,35 @@ mod tests {
         let config = config(&[("WEBHOOK_SECRET", "hunter2")]).unwrap();
         assert_eq!(config.webhook_secret.as_ref().unwrap().expose(), b"hunter2");
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_database_password_never_shows() {
+        for url in [
+            "postgres://hookbox:hunter2@db.example:5432/hookbox",
+            "postgresql://hookbox:p@ss:hunter2@db/hookbox?sslmode=disable",
+            "postgres://hookbox@db/hookbox?password=hunter2&application_name=x",
+            "postgres://hookbox:hunter2@db:port/hookbox",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(
+                shown.contains("<redacted>") && shown.contains("hookbox"),
+                "{shown}"
+            );
+            match config(&[("DATABASE_URL", url)]) {
+                Ok(config) => {
+                    assert!(!format!("{config:?}").contains("hunter2"));
+                    assert!(!config.database.describe().contains("hunter2"));
+                }
+                Err(error) => assert!(!error.to_string().contains("hunter2"), "{error}"),
+            }
+        }
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:<redacted>@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! hookbox: a webhook ingestion server for small machines.
 //!
 //! Senders POST HMAC-signed JSON messages to `/webhook`; each is validated and stored exactly once
-//! in SQLite before the 200 goes out. Operators read them back with `/messages` and `/stats`, and
+//! — in SQLite, or in a PostgreSQL database several instances share — before the 200 goes out. Operators read them back with `/messages` and `/stats`, and
 //! watch the service through `/health/*`, `/metrics` and one JSON log line per request.
 //!
 //! `start` runs the exact server that the binary runs, so tests exercise the real thing.

@@ -20,12 +20,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 
 use crate::config::Config;
+use crate::config::Database;
 use crate::error::Error;
 use crate::http;
 use crate::metrics::{Metrics, Queue};
 use crate::router::{self, Lane, Target};
 use crate::state::{Shared, StorageHealth};
-use crate::store::{Store, StoreError, sqlite::SCHEMA_VERSION};
+use crate::store::{Store, StoreError};
 use crate::worker::{self, Answer, Job, Pending, Queues};
 use crate::writer;
 
@@ -126,7 +127,7 @@ struct Lanes {
 /// Starts a server for `config` and returns once it is accepting connections.
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let database_error = |error: StoreError| {
-        StartError::Database(format!("{}: {error}", config.database_path.display()))
+        StartError::Database(format!("{}: {error}", config.database.describe()))
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
     writer_store.migrate().map_err(database_error)?;
@@ -150,14 +151,14 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let reserved = reserved_workers(config.workers);
     log::info!(
         addr:% = addr,
-        database:% = config.database_path.display(),
-        schema_version = SCHEMA_VERSION,
+        database:% = config.database.describe(),
+        schema_version = writer_store.schema_version(),
         workers = config.workers,
         fast_lane_only_workers = reserved,
         max_connections = max_connections,
         queue_capacity = config.queue_capacity,
         max_body_bytes = config.max_body_bytes,
-        synchronous = config.durability.as_pragma();
+        synchronous:% = durability(&config);
         "listening"
     );
     let limits = Limits {
@@ -226,6 +227,15 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         failure,
         grace,
     })
+}
+
+/// What a commit waits for, as the `listening` line reports it.
+fn durability(config: &Config) -> &'static str {
+    match config.database {
+        Database::Sqlite(_) => config.durability.as_pragma(),
+        // hookbox sets synchronous_commit = on for its own connections.
+        Database::Postgres(_) => "synchronous_commit=on",
+    }
 }
 
 /// Largest request head (request line and headers); larger → 431.

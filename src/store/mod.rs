@@ -4,16 +4,19 @@
 //! its SQL, stays in the submodule that implements it. Every worker owns one `Store` (reads), the
 //! writer owns one (writes); there is no pool.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
 
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::message::Message;
 
 /// One connection to the configured store.
 pub enum Store {
     Sqlite(sqlite::Sqlite),
+    /// Boxed: its connection settings are large, and a `Store` moves into every worker.
+    Postgres(Box<postgres::Postgres>),
 }
 
 /// Why a store operation failed, sorted by what the caller should do about it.
@@ -130,13 +133,27 @@ pub struct ExportFilter {
 impl Store {
     /// One connection to the configured database.
     pub fn open(config: &Config) -> Result<Store, StoreError> {
-        sqlite::Sqlite::open(config).map(Store::Sqlite)
+        match config.database {
+            Database::Sqlite(_) => sqlite::Sqlite::open(config).map(Store::Sqlite),
+            Database::Postgres(_) => {
+                postgres::Postgres::open(config).map(|store| Store::Postgres(Box::new(store)))
+            }
+        }
+    }
+
+    /// The schema version this build brings the store to.
+    pub fn schema_version(&self) -> i64 {
+        match self {
+            Store::Sqlite(_) => sqlite::SCHEMA_VERSION,
+            Store::Postgres(_) => postgres::SCHEMA_VERSION,
+        }
     }
 
     /// Brings the schema up to date; runs once at startup before other connections open.
     pub fn migrate(&mut self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.migrate(),
+            Store::Postgres(store) => store.migrate(),
         }
     }
 
@@ -144,6 +161,7 @@ impl Store {
     pub fn check_ready(&mut self) -> Result<(), String> {
         match self {
             Store::Sqlite(store) => store.check_ready(),
+            Store::Postgres(store) => store.check_ready(),
         }
     }
 
@@ -157,6 +175,7 @@ impl Store {
     ) -> Result<Vec<Inserted>, StoreError> {
         match self {
             Store::Sqlite(store) => store.insert_batch(messages, received_at),
+            Store::Postgres(store) => store.insert_batch(messages, received_at),
         }
     }
 
@@ -165,6 +184,7 @@ impl Store {
     pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
         match self {
             Store::Sqlite(store) => store.list(query),
+            Store::Postgres(store) => store.list(query),
         }
     }
 
@@ -172,6 +192,7 @@ impl Store {
     pub fn stats(&mut self) -> Result<Stats, StoreError> {
         match self {
             Store::Sqlite(store) => store.stats(),
+            Store::Postgres(store) => store.stats(),
         }
     }
 
@@ -180,6 +201,7 @@ impl Store {
     pub fn purge(&mut self, retention: &Retention, batch: usize) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(store) => store.purge(retention, batch),
+            Store::Postgres(store) => store.purge(retention, batch),
         }
     }
 
@@ -191,6 +213,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.export(filter, each),
+            Store::Postgres(store) => store.export(filter, each),
         }
     }
 
@@ -198,6 +221,7 @@ impl Store {
     pub fn after_commit(&mut self) {
         match self {
             Store::Sqlite(store) => store.after_commit(),
+            Store::Postgres(store) => store.after_commit(),
         }
     }
 
@@ -205,6 +229,7 @@ impl Store {
     pub fn close(self) {
         match self {
             Store::Sqlite(store) => store.close(),
+            Store::Postgres(store) => store.close(),
         }
     }
 }

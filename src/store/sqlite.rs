@@ -16,7 +16,7 @@ use super::{
     ExportFilter, Inserted, ListQuery, Page, Retention, SenderCount, Stats, StoreError,
     StoredMessage,
 };
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::message::Message;
 use crate::text;
 use crate::timestamp;
@@ -90,7 +90,13 @@ impl Sqlite {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&config.database_path, flags)?;
+        let Database::Sqlite(path) = &config.database else {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "{} is not an SQLite database",
+                config.database.describe()
+            )));
+        };
+        let mut conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(config.busy_timeout)?;
         // `list` has a few dozen statement shapes (filters × search kind); keep them all prepared.
         conn.set_prepared_statement_cache_capacity(64);

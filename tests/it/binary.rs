@@ -345,7 +345,8 @@ fn free_port() -> u16 {
 fn config_errors_exit_2_with_a_json_line_naming_the_variable() {
     let canary = "startup-secret-canary-41d7";
     for (variable, value) in [
-        ("DATABASE_URL", "postgres://x"),
+        ("DATABASE_URL", "mysql://x"),
+        ("DATABASE_URL", "postgres://u:pw@h:port/db"),
         ("DATABASE_URL", "sqlite:x.db"),
         ("LOG_LEVEL", "loud"),
         ("PORT", "70000"),

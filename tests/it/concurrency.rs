@@ -198,8 +198,7 @@ fn store_locked_by_another_process_is_503_with_retry_after_for_everyone_then_ret
     const SENDERS: usize = 4;
     let server = TestServer::start_with(|config| config.busy_timeout = Duration::from_millis(100));
     // Another process (here: another connection) holds the write lock.
-    let blocker = rusqlite::Connection::open(server.db_path()).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let blocker = server.block_writes();
 
     let bodies: Vec<String> = (0..SENDERS)
         .map(|i| message(&format!("locked-{i}"), "+1", "2025-01-15T10:00:00Z", None))
@@ -235,7 +234,7 @@ fn store_locked_by_another_process_is_503_with_retry_after_for_everyone_then_ret
     assert_eq!(page.json()["total"], 0);
     assert_eq!(server.get("/health/live").status, 200);
 
-    blocker.execute_batch("ROLLBACK").unwrap();
+    blocker.release();
     for (i, body) in bodies.iter().enumerate() {
         assert_ok(&server.post_webhook(body.as_bytes()), &format!("retry {i}"));
     }

@@ -3,21 +3,19 @@
 //! export → import into an empty store → export is byte-identical; exit codes and the summary.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use hookbox::Config;
 use hookbox::message::Message;
 use hookbox::store::Store;
 
-use crate::support::TempDir;
+use crate::support::TestDb;
 
-/// Runs `hookbox args…` on the database `db` with `stdin` fed in, and waits for it to exit.
-fn hookbox(db: &Path, args: &[&str], stdin: &[u8]) -> Output {
+/// Runs `hookbox args…` on the store `db` with `stdin` fed in, and waits for it to exit.
+pub fn hookbox(db: &TestDb, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookbox"))
         .args(args)
         .env_clear()
-        .env("DATABASE_URL", db)
+        .env("DATABASE_URL", db.url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,8 +38,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// A store at `db` holding awkward messages: Unicode, escapes, null and empty text, fractional
 /// and equal instants, arriving out of order.
-fn filled(db: &Path) {
-    let config = Config::for_database(db, None);
+pub fn filled(db: &TestDb) {
+    let config = db.config(None);
     let mut store = Store::open(&config).unwrap();
     store.migrate().unwrap();
     let texts: [Option<&str>; 8] = [
@@ -80,8 +78,7 @@ fn filled(db: &Path) {
 
 #[test]
 fn export_then_import_into_an_empty_store_then_export_is_byte_identical() {
-    let dir = TempDir::new();
-    let (first, second) = (dir.path().join("first.db"), dir.path().join("second.db"));
+    let (first, second) = (TestDb::new(), TestDb::new());
     filled(&first);
     let exported = hookbox(&first, &["export"], b"");
     assert!(exported.status.success(), "{}", text(&exported.stderr));
@@ -116,7 +113,7 @@ fn export_then_import_into_an_empty_store_then_export_is_byte_identical() {
     assert!(again.stdout == exported.stdout, "the second export differs");
 
     // Importing the same file again stores nothing new: every line is a duplicate.
-    let file = dir.path().join("dump.ndjson");
+    let file = second.path().join("dump.ndjson");
     std::fs::write(&file, &exported.stdout).unwrap();
     let repeat = hookbox(&second, &["import", file.to_str().unwrap()], b"");
     assert!(repeat.status.success());
@@ -125,8 +122,7 @@ fn export_then_import_into_an_empty_store_then_export_is_byte_identical() {
 
 #[test]
 fn export_filters_keep_the_messages_order() {
-    let dir = TempDir::new();
-    let db = dir.path().join("test.db");
+    let db = TestDb::new();
     filled(&db);
     let ids = |args: &[&str]| -> Vec<(String, String, String)> {
         let out = hookbox(&db, args, b"");
@@ -182,8 +178,7 @@ fn export_filters_keep_the_messages_order() {
 
 #[test]
 fn import_stores_the_valid_lines_reports_the_invalid_ones_and_exits_1() {
-    let dir = TempDir::new();
-    let db = dir.path().join("test.db");
+    let db = TestDb::new();
     let input = [
         r#"{"message_id":"a","from":"+91","to":"+1","ts":"2025-01-15T10:00:00Z","text":"ok"}"#,
         r#"{"message_id":"b","from":"91","to":"+1","ts":"2025-01-15T10:00:00Z"}"#,

@@ -5,7 +5,7 @@ use hookbox::Config;
 use hookbox::message::Message;
 use hookbox::store::Store;
 
-use crate::support::{SECRET, TempDir, TestServer};
+use crate::support::{SECRET, TestDb, TestServer};
 
 /// A message with id `m{i:06}`, from one of three senders, a ts spread over a month, and text.
 fn numbered(i: usize) -> Message {
@@ -25,8 +25,8 @@ fn numbered(i: usize) -> Message {
 
 /// A config on `dir` whose database already holds `count` numbered messages, stored through the
 /// store itself (much faster than HTTP).
-fn preloaded(dir: &TempDir, count: usize) -> Config {
-    let config = Config::for_database(dir.path().join("test.db"), Some(SECRET));
+fn preloaded(dir: &TestDb, count: usize) -> Config {
+    let config = dir.config(Some(SECRET));
     let mut store = Store::open(&config).unwrap();
     store.migrate().unwrap();
     let messages: Vec<Message> = (0..count).map(numbered).collect();
@@ -50,7 +50,7 @@ fn ids(body: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn a_read_past_the_query_timeout_is_stopped_answered_503_with_retry_after_and_counted() {
-    let dir = TempDir::new();
+    let dir = TestDb::new();
     let mut config = preloaded(&dir, 30_000);
     config.query_timeout = std::time::Duration::from_millis(1);
     let server = TestServer::start_in(dir, config);
@@ -69,7 +69,7 @@ fn a_read_past_the_query_timeout_is_stopped_answered_503_with_retry_after_and_co
 
 #[test]
 fn a_huge_offset_reads_nothing_whatever_the_filters() {
-    let dir = TempDir::new();
+    let dir = TestDb::new();
     let config = preloaded(&dir, 3_000);
     let server = TestServer::start_in(dir, config);
     for filters in [
@@ -139,7 +139,7 @@ fn follow(
 
 #[test]
 fn following_next_links_visits_exactly_the_rows_offset_paging_visits() {
-    let dir = TempDir::new();
+    let dir = TestDb::new();
     let config = preloaded(&dir, 500);
     let server = TestServer::start_in(dir, config);
     for filters in [
@@ -182,7 +182,7 @@ fn following_next_links_visits_exactly_the_rows_offset_paging_visits() {
 
 #[test]
 fn next_links_visit_every_row_once_while_rows_arrive_between_pages() {
-    let dir = TempDir::new();
+    let dir = TestDb::new();
     let config = preloaded(&dir, 300);
     let server = TestServer::start_in(dir, config);
     let initial = ids(&server.get("/messages?limit=100&offset=0").json()).len();
@@ -260,7 +260,7 @@ fn next_links_visit_every_row_once_while_rows_arrive_between_pages() {
 
 #[test]
 fn a_foreign_or_garbled_cursor_or_one_with_an_offset_is_422_on_the_cursor() {
-    let dir = TempDir::new();
+    let dir = TestDb::new();
     let config = preloaded(&dir, 5);
     let server = TestServer::start_in(dir, config);
     let first = server.get("/messages?limit=2");

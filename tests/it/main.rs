@@ -13,6 +13,7 @@ mod messages;
 mod migration;
 mod ops;
 mod pipeline;
+mod postgres;
 mod properties;
 mod retention;
 mod stats;

@@ -80,8 +80,7 @@ fn health_ready_is_503_with_a_json_reason_when_the_secret_is_unset() {
 #[test]
 fn health_ready_is_503_when_the_schema_is_not_the_one_this_build_applies() {
     let server = TestServer::start();
-    let tamper = rusqlite::Connection::open(server.db_path()).unwrap();
-    tamper.pragma_update(None, "user_version", 99).unwrap();
+    server.set_schema_version(99);
     let resp = server.get("/health/ready");
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(
@@ -90,9 +89,7 @@ fn health_ready_is_503_when_the_schema_is_not_the_one_this_build_applies() {
             .is_some_and(|d| !d.is_empty())
     );
 
-    tamper
-        .pragma_update(None, "user_version", hookbox::store::sqlite::SCHEMA_VERSION)
-        .unwrap();
+    server.set_schema_version(crate::support::schema_version());
     assert_eq!(server.get("/health/ready").status, 200);
 }
 

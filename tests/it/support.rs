@@ -1,15 +1,23 @@
 //! Test support: a real server on an OS-chosen loopback port with its own temporary database, and
 //! a tiny raw HTTP/1.1 client, so tests control every byte sent (unencoded `+`, odd bodies,
 //! hostile requests) and see every byte returned.
+//!
+//! One suite, two stores: `HOOKBOX_TEST_STORE=postgres` runs every `TestServer` on a throwaway
+//! PostgreSQL database (`hookbox_t_<pid>_<n>` on 127.0.0.1:5432, or `HOOKBOX_TEST_PG_URL`'s
+//! server), created for the server and dropped after it; unset or `sqlite`, on an SQLite file in
+//! a temporary directory. The few tests about one store's own machinery (SQLite's WAL, page cap)
+//! ask `sqlite_only()` and say so when they stand aside.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hookbox::config::Database;
 use hookbox::{Config, ServerHandle};
 use serde_json::Value;
 
@@ -45,11 +53,249 @@ impl Drop for TempDir {
     }
 }
 
+/// The store the suite runs against (`HOOKBOX_TEST_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+pub fn store_kind() -> StoreKind {
+    static KIND: OnceLock<StoreKind> = OnceLock::new();
+    *KIND.get_or_init(|| match std::env::var("HOOKBOX_TEST_STORE").as_deref() {
+        Ok("postgres" | "postgresql") => StoreKind::Postgres,
+        Ok("sqlite" | "") | Err(_) => StoreKind::Sqlite,
+        Ok(other) => panic!("HOOKBOX_TEST_STORE={other:?}: use sqlite or postgres"),
+    })
+}
+
+/// True on the SQLite pass. On the PostgreSQL pass a test about SQLite's own machinery (its
+/// file, WAL or page cap) prints that it stands aside and returns.
+pub fn sqlite_only(what: &str) -> bool {
+    let sqlite = store_kind() == StoreKind::Sqlite;
+    if !sqlite {
+        eprintln!("SQLite-only test, not run on PostgreSQL: {what}");
+    }
+    sqlite
+}
+
+/// The server that throwaway databases are created on: the maintenance database of
+/// `HOOKBOX_TEST_PG_URL`, by default the local one (trust auth, user postgres).
+fn pg_admin_url() -> String {
+    std::env::var("HOOKBOX_TEST_PG_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn pg_admin() -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = pg_admin_url().parse()?;
+    config.connect_timeout(Duration::from_secs(3));
+    config.connect(postgres::NoTls)
+}
+
+/// Whether PostgreSQL answers, asked once per test process. Tests that need it whatever the
+/// store (tests/it/postgres.rs) call this: without PostgreSQL they print a loud SKIPPED line
+/// and pass — except under `CI=true`, where they fail: CI never skips.
+pub fn postgres_available() -> bool {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let answer = AVAILABLE.get_or_init(|| {
+        let answer = pg_admin()
+            .and_then(|mut client| client.batch_execute("SELECT 1"))
+            .map_err(|error| format!("{error}"));
+        if let Err(error) = &answer {
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                return answer;
+            }
+            // Straight to the file descriptor: the test harness captures eprintln!.
+            let banner = format!(
+                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                 !!! PostgreSQL tests SKIPPED: cannot reach {} ({error})\n\
+                 !!! Start it (see README, Tests) or run `make test`; under CI=true they fail.\n\
+                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+                hookbox::config::redact_url(&pg_admin_url())
+            );
+            let _ = std::io::stderr().write_all(banner.as_bytes());
+        }
+        answer
+    });
+    match answer {
+        Ok(()) => true,
+        Err(error) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("CI=true and PostgreSQL is unreachable ({error}): CI never skips")
+        }
+        Err(_) => false,
+    }
+}
+
+/// A throwaway PostgreSQL database, dropped (with any connection still on it) on drop.
+pub struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut admin = pg_admin().unwrap_or_else(|error| {
+            panic!(
+                "HOOKBOX_TEST_STORE=postgres but PostgreSQL is unreachable at {}: {error}",
+                hookbox::config::redact_url(&pg_admin_url())
+            )
+        });
+        static SWEPT: OnceLock<()> = OnceLock::new();
+        SWEPT.get_or_init(|| drop_leftovers(&mut admin));
+        let name = format!(
+            "hookbox_t_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
+        PgDatabase { name }
+    }
+
+    pub fn url(&self) -> String {
+        let mut url = pg_admin_url();
+        let path_start = url
+            .find("://")
+            .and_then(|scheme| url[scheme + 3..].find('/').map(|slash| scheme + 3 + slash));
+        let query = url
+            .find('?')
+            .map(|at| url[at..].to_owned())
+            .unwrap_or_default();
+        url.truncate(path_start.unwrap_or(url.len()));
+        format!("{url}/{}{query}", self.name)
+    }
+
+    /// A connection of the test's own, to look inside or to get in the server's way.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url(), postgres::NoTls)
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = pg_admin() {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// Databases left by test processes that died before dropping them.
+fn drop_leftovers(admin: &mut postgres::Client) {
+    let Ok(rows) = admin.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'hookbox\\_t\\_%'",
+        &[],
+    ) else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name
+            .split('_')
+            .nth(2)
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Where a test server keeps its data: a temporary directory (the SQLite file `test.db` lives
+/// there) and, on the PostgreSQL pass, its own database. Outlives a server for restart tests.
+pub struct TestDb {
+    dir: TempDir,
+    pg: Option<PgDatabase>,
+}
+
+impl TestDb {
+    /// A fresh store of the suite's kind.
+    pub fn new() -> TestDb {
+        TestDb {
+            dir: TempDir::new(),
+            pg: (store_kind() == StoreKind::Postgres).then(PgDatabase::create),
+        }
+    }
+
+    /// A fresh SQLite store, whatever the suite's store.
+    pub fn new_sqlite() -> TestDb {
+        TestDb {
+            dir: TempDir::new(),
+            pg: None,
+        }
+    }
+
+    /// A fresh PostgreSQL store, whatever the suite's store.
+    pub fn new_postgres() -> TestDb {
+        TestDb {
+            dir: TempDir::new(),
+            pg: Some(PgDatabase::create()),
+        }
+    }
+
+    /// `DATABASE_URL` for this store (for the binary).
+    pub fn url(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url(),
+            None => self.dir.path().join("test.db").display().to_string(),
+        }
+    }
+
+    /// The temporary directory (for SQLite, where `test.db` is).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn database(&self) -> Database {
+        match &self.pg {
+            Some(pg) => Database::Postgres(pg.url()),
+            None => Database::Sqlite(self.dir.path().join("test.db")),
+        }
+    }
+
+    /// A server config for this store, as `Config::for_database` makes one.
+    pub fn config(&self, secret: Option<&str>) -> Config {
+        Config::for_store(self.database(), secret)
+    }
+
+    pub fn postgres(&self) -> Option<&PgDatabase> {
+        self.pg.as_ref()
+    }
+}
+
+/// A directory of the test's own making (an SQLite file it prepared, say).
+impl From<TempDir> for TestDb {
+    fn from(dir: TempDir) -> TestDb {
+        TestDb { dir, pg: None }
+    }
+}
+
+/// Keeps a second connection in the writer's way (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a lock
+/// on `messages` that conflicts with inserts but not with reads) until released or dropped.
+pub enum WriteBlock {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Client),
+}
+
+impl WriteBlock {
+    pub fn release(self) {
+        match self {
+            WriteBlock::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
+            WriteBlock::Postgres(mut client) => client.batch_execute("ROLLBACK").unwrap(),
+        }
+    }
+}
+
 /// A running in-process server. Stops (gracefully) and deletes its database on drop.
 pub struct TestServer {
     handle: Option<ServerHandle>,
     pub addr: SocketAddr,
-    pub dir: TempDir,
+    pub dir: TestDb,
 }
 
 impl TestServer {
@@ -60,14 +306,15 @@ impl TestServer {
 
     /// A server whose config `adjust` may change (secret, limits, workers…).
     pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = TempDir::new();
-        let mut config = Config::for_database(dir.path().join("test.db"), Some(SECRET));
+        let dir = TestDb::new();
+        let mut config = dir.config(Some(SECRET));
         adjust(&mut config);
         TestServer::start_in(dir, config)
     }
 
-    /// A server on an existing directory (for restart tests); `config.database_path` decides the file.
-    pub fn start_in(dir: TempDir, config: Config) -> TestServer {
+    /// A server on an existing store (for restart tests); `config.database` decides which.
+    pub fn start_in(dir: impl Into<TestDb>, config: Config) -> TestServer {
+        let dir = dir.into();
         let handle = hookbox::start(config).expect("server starts");
         TestServer {
             addr: handle.addr(),
@@ -76,16 +323,75 @@ impl TestServer {
         }
     }
 
+    /// A server on a store the caller owns (several servers on one PostgreSQL database).
+    pub fn start_on(config: Config) -> TestServer {
+        let dir = TestDb {
+            dir: TempDir::new(),
+            pg: None,
+        };
+        TestServer::start_in(dir, config)
+    }
+
+    /// The SQLite file (SQLite pass only).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("test.db")
     }
 
-    /// Stops the server and hands back its directory, e.g. to restart on the same file.
-    pub fn stop(mut self) -> TempDir {
+    /// A config for this server's store, e.g. to restart on it.
+    pub fn config(&self) -> Config {
+        self.dir.config(Some(SECRET))
+    }
+
+    /// Stops the server and hands back its store, e.g. to restart on it.
+    pub fn stop(mut self) -> TestDb {
         if let Some(handle) = self.handle.take() {
             handle.shutdown();
         }
-        std::mem::replace(&mut self.dir, TempDir::new())
+        std::mem::replace(
+            &mut self.dir,
+            TestDb {
+                dir: TempDir::new(),
+                pg: None,
+            },
+        )
+    }
+
+    /// Another connection takes the write lock and keeps it until the block is released.
+    pub fn block_writes(&self) -> WriteBlock {
+        match self.dir.postgres() {
+            None => {
+                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                WriteBlock::Sqlite(conn)
+            }
+            Some(pg) => {
+                let mut client = pg.client();
+                client
+                    .batch_execute("BEGIN; LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE")
+                    .unwrap();
+                WriteBlock::Postgres(client)
+            }
+        }
+    }
+
+    /// Sets the schema version the store records, behind the server's back.
+    pub fn set_schema_version(&self, version: i64) {
+        match self.dir.postgres() {
+            None => rusqlite::Connection::open(self.db_path())
+                .unwrap()
+                .pragma_update(None, "user_version", version)
+                .unwrap(),
+            Some(pg) => {
+                let version = i32::try_from(version).unwrap();
+                pg.client()
+                    .execute(
+                        "WITH cut AS (DELETE FROM hookbox_schema WHERE version > $1)
+                         INSERT INTO hookbox_schema (version) VALUES ($1) ON CONFLICT DO NOTHING",
+                        &[&version],
+                    )
+                    .unwrap();
+            }
+        }
     }
 
     pub fn get(&self, target: &str) -> Resp {
@@ -205,6 +511,31 @@ impl Resp {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
+}
+
+/// POSTs a signed body to /webhook at `addr`, reporting a refused or cut connection as an error
+/// instead of panicking (for tests that kill servers under load).
+pub fn try_post_webhook(addr: SocketAddr, body: &[u8]) -> std::io::Result<Resp> {
+    let signature = sign(body);
+    let bytes = request_bytes(
+        addr,
+        "POST",
+        "/webhook",
+        &[("X-Signature", &signature)],
+        body,
+    );
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&bytes)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a whole response head",
+        ));
+    }
+    Ok(parse_response(&raw))
 }
 
 /// Reads one response from a stream the server will close (we always send `Connection: close`).
@@ -332,5 +663,13 @@ impl Rng {
     pub fn string_from(&mut self, alphabet: &[char], max_len: usize) -> String {
         let len = self.below(max_len + 1);
         (0..len).map(|_| *self.pick(alphabet)).collect()
+    }
+}
+
+/// The schema version this build applies to the suite's store.
+pub fn schema_version() -> i64 {
+    match store_kind() {
+        StoreKind::Sqlite => hookbox::store::sqlite::SCHEMA_VERSION,
+        StoreKind::Postgres => hookbox::store::postgres::SCHEMA_VERSION,
     }
 }

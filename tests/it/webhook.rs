@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Resp, SECRET, TestServer, read_response_by_length, sign};
+use crate::support::{Resp, TestServer, read_response_by_length, sign};
 
 const VALID: &str = r#"{"message_id":"m1","from":"+919876543210","to":"+14155550100","ts":"2025-01-15T10:00:00Z","text":"Hello"}"#;
 
@@ -161,7 +161,7 @@ fn duplicate_message_id_answers_ok_and_keeps_the_first_row_untouched() {
 fn accepted_message_is_still_there_after_a_restart() {
     let server = TestServer::start();
     assert_ok(&server.post_message("m1", "+1", "2025-01-15T10:00:00Z", Some("kept")));
-    let config = hookbox::Config::for_database(server.db_path(), Some(SECRET));
+    let config = server.config();
     let dir = server.stop();
 
     let restarted = TestServer::start_in(dir, config);
@@ -622,15 +622,57 @@ fn every_problem_in_one_body_gets_its_own_entry() {
 #[test]
 fn store_locked_past_the_busy_timeout_is_503_with_retry_after_then_retry_succeeds() {
     let server = TestServer::start_with(|config| config.busy_timeout = Duration::from_millis(50));
-    let blocker = rusqlite::Connection::open(server.db_path()).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let blocker = server.block_writes();
 
     let resp = server.post_webhook(VALID.as_bytes());
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
     assert!(resp.json()["detail"].is_string());
 
-    blocker.execute_batch("ROLLBACK").unwrap();
+    blocker.release();
     assert_ok(&server.post_webhook(VALID.as_bytes()));
     assert_eq!(stored(&server).len(), 1);
+}
+
+#[test]
+fn control_characters_in_id_and_text_are_stored_returned_and_searched_exactly() {
+    // JSON allows U+0000; PostgreSQL's text does not, so that store escapes it. Either way the
+    // sender's bytes come back, order and search are unchanged, and the id stays unique.
+    let server = TestServer::start();
+    let cases = [
+        ("nul\u{0}id", "before\u{0}after"),
+        ("nul\u{1}id", "one\u{1}\u{2}two"),
+        ("nul", "\u{0}\u{2}"),
+    ];
+    for (id, text) in cases {
+        let body = json!({"message_id": id, "from": "+1", "to": "+2", "ts": "2025-01-15T10:00:00Z", "text": text});
+        assert_ok(&server.post_webhook(body.to_string().as_bytes()));
+        assert_ok(&server.post_webhook(body.to_string().as_bytes()));
+    }
+    let rows = stored(&server);
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|m| {
+            (
+                m["message_id"].as_str().unwrap(),
+                m["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Same instant: ordered by id bytes ("nul" < "nul\0id" < "nul\u{1}id").
+    assert_eq!(got, [cases[2], cases[0], cases[1]]);
+    for (needle, want) in [
+        ("%00", 2),
+        ("%01", 1),
+        ("%01%02", 1),
+        ("%00%02", 1),
+        ("before", 1),
+    ] {
+        let page = server.get(&format!("/messages?q={needle}")).json();
+        assert_eq!(page["total"], want, "q={needle}: {page}");
+    }
+    assert_eq!(
+        server.metric(r#"webhook_requests_total{result="created"}"#),
+        Some(3.0)
+    );
 }

@@ -1,0 +1,842 @@
+//! What only PostgreSQL makes possible, and what it must survive: several hookbox instances on
+//! one database (exactly-once across them, migrations started together), connections killed
+//! under load, and an instance killed under load.
+//!
+//! These run on every pass when PostgreSQL is reachable (`support::postgres_available`: without
+//! it they say SKIPPED loudly and pass, except under `CI=true`, where they fail). Every load here
+//! goes to 127.0.0.1 only and is bounded in count and time.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hookbox::Config;
+use serde_json::Value;
+
+use crate::support::{
+    PgDatabase, Rng, SECRET, TestServer, message, postgres_available, try_post_webhook,
+};
+
+const CREATED: &str = r#"webhook_requests_total{result="created"}"#;
+const DUPLICATE: &str = r#"webhook_requests_total{result="duplicate"}"#;
+
+fn rows(db: &PgDatabase) -> HashSet<String> {
+    db.client()
+        .query("SELECT message_id FROM messages", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Starts `count` servers on `db` at the same moment, so their migrations race for the lock.
+fn start_together(db: &PgDatabase, count: usize, workers: usize) -> Vec<TestServer> {
+    let barrier = Barrier::new(count);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut config = Config::for_postgres(db.url(), Some(SECRET));
+                    config.workers = workers;
+                    barrier.wait();
+                    TestServer::start_on(config)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn three_instances_thirty_clients_the_same_forty_ids_store_forty_rows_each_created_once() {
+    if !postgres_available() {
+        return;
+    }
+    const CLIENTS: usize = 30;
+    const IDS: usize = 40;
+    const SENDERS: usize = 7;
+    let db = PgDatabase::create();
+    let servers = start_together(&db, 3, 4);
+    let bodies: Vec<String> = (0..IDS)
+        .map(|i| {
+            let from = format!("+{}", i % SENDERS + 1);
+            message(
+                &format!("same-{i}"),
+                &from,
+                "2025-01-15T10:00:00Z",
+                Some("x"),
+            )
+        })
+        .collect();
+    let barrier = Barrier::new(CLIENTS);
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let (servers, bodies, barrier) = (&servers, &bodies, &barrier);
+            scope.spawn(move || {
+                let mut order: Vec<&String> = bodies.iter().collect();
+                Rng::new(client as u64).shuffle(&mut order);
+                let server = &servers[client % servers.len()];
+                barrier.wait();
+                for body in order {
+                    let resp = server.post_webhook(body.as_bytes());
+                    assert_eq!(resp.status, 200, "client {client}: {}", resp.text());
+                }
+            });
+        }
+    });
+
+    let expected: HashSet<String> = (0..IDS).map(|i| format!("same-{i}")).collect();
+    assert_eq!(rows(&db), expected);
+    let created: f64 = servers.iter().map(|s| s.metric(CREATED).unwrap()).sum();
+    let duplicate: f64 = servers.iter().map(|s| s.metric(DUPLICATE).unwrap()).sum();
+    assert_eq!(
+        created, IDS as f64,
+        "each id created exactly once, by one instance"
+    );
+    assert_eq!(duplicate, ((CLIENTS - 1) * IDS) as f64);
+    for server in &servers {
+        let page = server.get("/messages?limit=100").json();
+        assert_eq!(page["total"], IDS);
+        let stats = server.get("/stats").json();
+        assert_eq!(stats["total_messages"], IDS, "{stats}");
+        assert_eq!(stats["senders_count"], SENDERS, "{stats}");
+        let counted: u64 = stats["messages_per_sender"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, IDS as u64, "{stats}");
+    }
+    // The migrations ran once, whoever won the lock.
+    let versions: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM hookbox_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, hookbox::store::postgres::SCHEMA_VERSION);
+}
+
+/// Posts `ids` to `server` until each is answered 200, noting every other answer; gives up on
+/// an id after a bounded number of attempts (the test then fails on the missing row).
+fn post_until_stored(
+    server: &TestServer,
+    ids: &[String],
+    answers: &Mutex<Vec<(u16, bool)>>,
+    acked: &Mutex<HashSet<String>>,
+) {
+    for id in ids {
+        let body = message(id, "+1", "2025-01-15T10:00:00Z", Some("load"));
+        for _ in 0..200 {
+            let resp = server.post_webhook(body.as_bytes());
+            let retry_after = resp.header("retry-after").is_some();
+            answers.lock().unwrap().push((resp.status, retry_after));
+            if resp.status == 200 {
+                acked.lock().unwrap().insert(id.clone());
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn connections_killed_under_load_answer_503_with_retry_after_never_500_and_recover_by_themselves() {
+    if !postgres_available() {
+        return;
+    }
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 60;
+    const KILLS: usize = 6;
+    let db = PgDatabase::create();
+    let server = TestServer::start_on(Config::for_postgres(db.url(), Some(SECRET)));
+    let answers = Mutex::new(Vec::new());
+    let acked = Mutex::new(HashSet::new());
+    let reads = Mutex::new(Vec::new());
+    let writing = AtomicUsize::new(WRITERS);
+    let terminated = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for writer in 0..WRITERS {
+            let ids: Vec<String> = (0..PER_WRITER).map(|i| format!("k-{writer}-{i}")).collect();
+            let (server, answers, acked, writing) = (&server, &answers, &acked, &writing);
+            scope.spawn(move || {
+                post_until_stored(server, &ids, answers, acked);
+                writing.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        let (server, reads, writing) = (&server, &reads, &writing);
+        scope.spawn(move || {
+            while writing.load(Ordering::SeqCst) > 0 {
+                for target in ["/messages?limit=5", "/stats", "/health/ready"] {
+                    let resp = server.get(target);
+                    reads.lock().unwrap().push((target, resp.status));
+                }
+            }
+        });
+        // Ends every connection hookbox has to the database, a few times, while it works.
+        let mut admin = db.client();
+        for _ in 0..KILLS {
+            thread::sleep(Duration::from_millis(60));
+            let killed: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            terminated.fetch_add(killed as usize, Ordering::SeqCst);
+        }
+    });
+
+    assert!(
+        terminated.load(Ordering::SeqCst) >= KILLS,
+        "the kills hit nothing"
+    );
+    let answers = answers.into_inner().unwrap();
+    let unavailable = answers.iter().filter(|(status, _)| *status == 503).count();
+    assert!(
+        unavailable > 0,
+        "a write on a killed connection must have failed"
+    );
+    for (status, retry_after) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && *retry_after),
+            "a webhook answered {status} (Retry-After: {retry_after})"
+        );
+    }
+    for (target, status) in reads.into_inner().unwrap() {
+        assert!(status == 200 || status == 503, "{target} answered {status}");
+    }
+    // Nothing acknowledged is missing, and every id got its 200 in the end: recovered.
+    let acked = acked.into_inner().unwrap();
+    assert_eq!(acked.len(), WRITERS * PER_WRITER);
+    assert_eq!(rows(&db), acked);
+    // Ready again without a restart, and the aggregates agree with the rows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.get("/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut stats = server.get("/stats");
+    for _ in 0..10 {
+        if stats.status == 200 {
+            break;
+        }
+        stats = server.get("/stats");
+    }
+    assert_eq!(stats.json()["total_messages"], WRITERS * PER_WRITER);
+}
+
+/// A hookbox process on `url`, killed on drop.
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Instance {
+    fn start(url: &str) -> Instance {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookbox"))
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATABASE_URL", url)
+            .env("WEBHOOK_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the hookbox binary starts");
+        // The `listening` line carries the address the OS chose.
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("hookbox exited before listening")
+                .unwrap();
+            let json: Value = serde_json::from_str(&line).unwrap();
+            if let Some(addr) = json["addr"].as_str() {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        thread::spawn(move || for _ in lines {});
+        Instance { child, addr }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn killing_one_of_three_instances_under_load_loses_no_acknowledged_message() {
+    if !postgres_available() {
+        return;
+    }
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 80;
+    let db = PgDatabase::create();
+    let instances: Vec<Mutex<Instance>> = (0..3)
+        .map(|_| Mutex::new(Instance::start(&db.url())))
+        .collect();
+    let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.lock().unwrap().addr).collect();
+    let dead = AtomicBool::new(false);
+    let acked = Mutex::new(HashSet::new());
+    let sent = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let (addrs, dead, acked, sent) = (&addrs, &dead, &acked, &sent);
+            scope.spawn(move || {
+                for i in 0..PER_CLIENT {
+                    let id = format!("n-{client}-{i}");
+                    let body = message(&id, "+1", "2025-01-15T10:00:00Z", None);
+                    // Like a load balancer: the client's own instance, the next one on failure.
+                    let mut target = client % addrs.len();
+                    for _ in 0..100 {
+                        if target == 0 && dead.load(Ordering::SeqCst) {
+                            target = 1;
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match try_post_webhook(addrs[target], body.as_bytes()) {
+                            Ok(resp) if resp.status == 200 => {
+                                acked.lock().unwrap().insert(id.clone());
+                                break;
+                            }
+                            Ok(resp) => {
+                                assert_eq!(resp.status, 503, "{}", resp.text());
+                                assert!(resp.header("retry-after").is_some());
+                            }
+                            Err(_) => {
+                                target = (target + 1) % addrs.len();
+                            }
+                        }
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+        }
+        // Kill the first instance (SIGKILL: no graceful anything) once the load is under way.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sent.load(Ordering::SeqCst) < CLIENTS * PER_CLIENT / 4 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        let mut victim = instances[0].lock().unwrap();
+        victim.child.kill().unwrap();
+        victim.child.wait().unwrap();
+        dead.store(true, Ordering::SeqCst);
+    });
+
+    let acked = acked.into_inner().unwrap();
+    let stored = rows(&db);
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_eq!(
+        acked.len(),
+        CLIENTS * PER_CLIENT,
+        "every id was stored in the end"
+    );
+    // The survivors agree on the totals.
+    for addr in &addrs[1..] {
+        let resp = crate::support::request_bytes(*addr, "GET", "/stats", &[], b"");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut stream, &resp).unwrap();
+        let stats = crate::support::read_response(&mut stream).json();
+        assert_eq!(stats["total_messages"], CLIENTS * PER_CLIENT);
+    }
+}
+
+// ---- the store itself, against an oracle -------------------------------------------------------
+
+use hookbox::message::Message;
+use hookbox::store::{
+    ExportFilter, Inserted, ListQuery, Position, Retention, SenderCount, Stats, Store,
+};
+
+const PIECES: &[&str] = &[
+    "a", "B", "ab", "Hello", "wörld", "ÄRGER", "ß", "İ", "i", "%", "_", "\\", "*", "\"", " ", "x",
+    "yZ", "100%", "a_c", "\u{0}", "\u{1}", "\u{2}",
+];
+
+fn random_message(rng: &mut Rng, id: usize) -> Message {
+    let ts = format!(
+        "2025-01-{:02}T{:02}:00:{:02}{}Z",
+        rng.range(1, 28),
+        rng.below(24),
+        rng.below(60),
+        rng.pick(&[".5", "", ".25"])
+    );
+    let text = (!rng.chance(8)).then(|| {
+        (0..rng.below(6))
+            .map(|_| *rng.pick(PIECES))
+            .collect::<String>()
+    });
+    Message {
+        // Some ids hold U+0000 or U+0001, which PostgreSQL text cannot take as they are.
+        message_id: format!("m{id}{}", ["", "\u{0}", "\u{1}x"][id % 3]),
+        from: format!("+91{}", rng.below(7)),
+        to: "+1415".to_owned(),
+        ts_key: hookbox::timestamp::sort_key(&ts).unwrap(),
+        ts,
+        text,
+    }
+}
+
+/// What the store must hold, by id, with arrival numbers.
+#[derive(Default)]
+struct Oracle {
+    rows: std::collections::BTreeMap<String, (u64, Message)>,
+    arrivals: u64,
+}
+
+impl Oracle {
+    fn insert(&mut self, message: &Message) -> Inserted {
+        if self.rows.contains_key(&message.message_id) {
+            return Inserted::Duplicate;
+        }
+        self.arrivals += 1;
+        let entry = (self.arrivals, message.clone());
+        self.rows.insert(message.message_id.clone(), entry);
+        Inserted::Created
+    }
+
+    fn keep_newest(&mut self, keep: usize) {
+        let mut by_arrival: Vec<(u64, String)> = self
+            .rows
+            .values()
+            .map(|(arrival, m)| (*arrival, m.message_id.clone()))
+            .collect();
+        by_arrival.sort();
+        let excess = by_arrival.len().saturating_sub(keep);
+        for (_, id) in by_arrival.into_iter().take(excess) {
+            self.rows.remove(&id);
+        }
+    }
+
+    fn matching(&self, query: &ListQuery) -> Vec<&Message> {
+        let needle = query.text.as_deref().map(hookbox::text::fold);
+        let mut found: Vec<&Message> = self
+            .rows
+            .values()
+            .map(|(_, m)| m)
+            .filter(|m| query.from.as_ref().is_none_or(|from| &m.from == from))
+            .filter(|m| query.since_key.as_ref().is_none_or(|key| &m.ts_key >= key))
+            .filter(|m| {
+                needle.as_ref().is_none_or(|needle| {
+                    m.text
+                        .as_deref()
+                        .is_some_and(|t| hookbox::text::fold(t).contains(needle.as_str()))
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| (&a.ts_key, &a.message_id).cmp(&(&b.ts_key, &b.message_id)));
+        found
+    }
+
+    fn stats(&self) -> Stats {
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (_, m) in self.rows.values() {
+            *counts.entry(&m.from).or_default() += 1;
+        }
+        let mut top: Vec<SenderCount> = counts
+            .iter()
+            .map(|(from, count)| SenderCount {
+                from: from.to_string(),
+                count: *count,
+            })
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.from.cmp(&b.from)));
+        top.truncate(10);
+        let ordered = self.matching(&ListQuery::default());
+        Stats {
+            total_messages: self.rows.len() as i64,
+            senders_count: counts.len() as i64,
+            messages_per_sender: top,
+            first_message_ts: ordered.first().map(|m| m.ts.clone()),
+            last_message_ts: ordered.last().map(|m| m.ts.clone()),
+        }
+    }
+}
+
+fn check_against(store: &mut Store, db: &PgDatabase, oracle: &Oracle, rng: &mut Rng) {
+    assert_eq!(store.stats().unwrap(), oracle.stats());
+    // The aggregate rows themselves agree with a recount of the rows.
+    let mut client = db.client();
+    let recount = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM messages),
+                    (SELECT coalesce(sum(messages), 0)::bigint FROM totals),
+                    (SELECT count(DISTINCT sender) FROM messages),
+                    (SELECT coalesce(sum(senders), 0)::bigint FROM totals),
+                    (SELECT count(*) FROM sender_counts s WHERE count <> (
+                        SELECT count(*) FROM messages m WHERE m.sender = s.sender)),
+                    (SELECT count(*) FROM sender_counts)",
+            &[],
+        )
+        .unwrap();
+    let numbers: Vec<i64> = (0..6).map(|i| recount.get(i)).collect();
+    assert_eq!(numbers[0], numbers[1], "totals.messages");
+    assert_eq!(numbers[2], numbers[3], "totals.senders");
+    assert_eq!(numbers[4], 0, "a sender_counts row disagrees");
+    assert_eq!(numbers[5], numbers[2], "one sender_counts row per sender");
+
+    let texts: Vec<&str> = oracle
+        .rows
+        .values()
+        .filter_map(|(_, m)| m.text.as_deref())
+        .collect();
+    let mut needles: Vec<String> = [
+        "%",
+        "_",
+        "\\",
+        "*",
+        "a_c",
+        "100%",
+        "ärger",
+        "İ",
+        "I",
+        "ss",
+        "\u{0}",
+        "\u{1}",
+        "\u{2}",
+        "\u{1}\u{2}",
+        "\u{1}\u{1}",
+        "a\u{0}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for _ in 0..8 {
+        if let Some(text) = (!texts.is_empty()).then(|| *rng.pick(&texts)) {
+            let chars: Vec<char> = text.chars().collect();
+            if !chars.is_empty() {
+                let start = rng.below(chars.len());
+                let len = 1 + rng.below(5.min(chars.len() - start));
+                let piece: String = chars[start..start + len].iter().collect();
+                needles.push(if rng.chance(2) {
+                    piece.to_uppercase()
+                } else {
+                    piece
+                });
+            }
+        }
+    }
+    for text in needles.into_iter().map(Some).chain([None]) {
+        for from in [None, Some("+913".to_owned())] {
+            for since_key in [None, Some("2025-01-15T00:00:00".to_owned())] {
+                let query = ListQuery {
+                    limit: 100,
+                    offset: 0,
+                    after: None,
+                    from: from.clone(),
+                    since_key: since_key.clone(),
+                    text: text.clone(),
+                };
+                let expected = oracle.matching(&query);
+                let page = store.list(&query).unwrap();
+                assert_eq!(page.total, expected.len() as i64, "{query:?}");
+                let ids: Vec<&str> = page.rows.iter().map(|m| m.message_id.as_str()).collect();
+                let want: Vec<&str> = expected
+                    .iter()
+                    .take(100)
+                    .map(|m| m.message_id.as_str())
+                    .collect();
+                assert_eq!(ids, want, "{query:?}");
+                if expected.len() > 3 {
+                    let pivot = expected[2];
+                    let after = ListQuery {
+                        limit: 2,
+                        after: Some(Position {
+                            ts_key: pivot.ts_key.clone(),
+                            message_id: pivot.message_id.clone(),
+                        }),
+                        ..query.clone()
+                    };
+                    let page = store.list(&after).unwrap();
+                    assert_eq!(page.total, expected.len() as i64);
+                    let ids: Vec<&str> = page.rows.iter().map(|m| m.message_id.as_str()).collect();
+                    let want: Vec<&str> = expected[3..]
+                        .iter()
+                        .take(2)
+                        .map(|m| m.message_id.as_str())
+                        .collect();
+                    assert_eq!(ids, want, "{after:?}");
+                }
+            }
+        }
+    }
+    // Export: every row, in /messages order.
+    let mut exported = Vec::new();
+    store
+        .export(&ExportFilter::default(), &mut |m| {
+            exported.push(m.message_id.clone());
+            Ok(())
+        })
+        .unwrap();
+    let want: Vec<String> = oracle
+        .matching(&ListQuery::default())
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(exported, want);
+}
+
+#[test]
+fn the_postgres_store_equals_an_oracle_through_inserts_duplicates_purges_and_searches() {
+    if !postgres_available() {
+        return;
+    }
+    for text_index in [true, false] {
+        let db = PgDatabase::create();
+        let mut config = Config::for_postgres(db.url(), Some(SECRET));
+        config.text_index = text_index;
+        let mut store = Store::open(&config).unwrap();
+        store.migrate().unwrap();
+        let mut rng = Rng::new(0x9E37);
+        let mut oracle = Oracle::default();
+        check_against(&mut store, &db, &oracle, &mut rng);
+        let mut next_id = 0;
+        for round in 0..8 {
+            let batch: Vec<Message> = (0..rng.range(1, 60))
+                .map(|_| {
+                    // Every fourth id is one seen before (or earlier in this very batch).
+                    let id = if next_id > 0 && rng.chance(4) {
+                        rng.below(next_id)
+                    } else {
+                        next_id += 1;
+                        next_id - 1
+                    };
+                    random_message(&mut rng, id)
+                })
+                .collect();
+            let expected: Vec<Inserted> = batch.iter().map(|m| oracle.insert(m)).collect();
+            let now = hookbox::timestamp::now_utc();
+            assert_eq!(store.insert_batch(&batch, &now).unwrap(), expected);
+            if round % 3 == 2 {
+                let keep = oracle.rows.len() * 2 / 3;
+                let retention = Retention {
+                    keep_messages: keep as u64,
+                    keep_days: 0,
+                };
+                while store.purge(&retention, 7).unwrap() > 0 {}
+                oracle.keep_newest(keep);
+            }
+            check_against(&mut store, &db, &oracle, &mut rng);
+        }
+        let everything_but_one = Retention {
+            keep_messages: 1,
+            keep_days: 0,
+        };
+        while store.purge(&everything_but_one, 100).unwrap() > 0 {}
+        oracle.keep_newest(1);
+        check_against(&mut store, &db, &oracle, &mut rng);
+        store.close();
+    }
+}
+
+#[test]
+fn retention_by_days_and_one_purger_at_a_time() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    let config = Config::for_postgres(db.url(), Some(SECRET));
+    let mut store = Store::open(&config).unwrap();
+    store.migrate().unwrap();
+    let mut rng = Rng::new(7);
+    let old: Vec<Message> = (0..30).map(|i| random_message(&mut rng, i)).collect();
+    let new: Vec<Message> = (30..40).map(|i| random_message(&mut rng, i)).collect();
+    store
+        .insert_batch(&old, "2001-01-01T00:00:00.000Z")
+        .unwrap();
+    store
+        .insert_batch(&new, &hookbox::timestamp::now_utc())
+        .unwrap();
+    let retention = Retention {
+        keep_messages: 0,
+        keep_days: 1,
+    };
+    // While another instance holds the purge lock, this one leaves purging to it.
+    let mut other = db.client();
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&hookbox::store::postgres::PURGE_LOCK],
+        )
+        .unwrap();
+    assert_eq!(store.purge(&retention, 25).unwrap(), 0);
+    other
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&hookbox::store::postgres::PURGE_LOCK],
+        )
+        .unwrap();
+    assert_eq!(store.purge(&retention, 25).unwrap(), 25);
+    assert_eq!(store.purge(&retention, 25).unwrap(), 5);
+    assert_eq!(store.purge(&retention, 25).unwrap(), 0);
+    assert_eq!(store.stats().unwrap().total_messages, 10);
+    // A purged id may be stored again.
+    let now = hookbox::timestamp::now_utc();
+    assert_eq!(
+        store.insert_batch(&old[..1], &now).unwrap(),
+        [Inserted::Created]
+    );
+    store.close();
+}
+
+#[test]
+fn the_documented_migration_sqlite_export_piped_into_postgres_import_is_byte_identical() {
+    if !postgres_available() {
+        return;
+    }
+    use crate::export::{filled, hookbox};
+    use crate::support::TestDb;
+    let (sqlite, pg) = (TestDb::new_sqlite(), TestDb::new_postgres());
+    filled(&sqlite);
+    let exported = hookbox(&sqlite, &["export"], b"");
+    assert!(exported.status.success());
+    assert_eq!(exported.stdout.iter().filter(|&&b| b == b'\n').count(), 200);
+    let imported = hookbox(&pg, &["import"], &exported.stdout);
+    let stderr = String::from_utf8_lossy(&imported.stderr);
+    assert!(imported.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("created=200 duplicate=0 invalid=0"),
+        "{stderr}"
+    );
+    let again = hookbox(&pg, &["export"], b"");
+    assert!(again.status.success());
+    assert!(
+        again.stdout == exported.stdout,
+        "PostgreSQL's export differs from SQLite's"
+    );
+    // And back: PostgreSQL → SQLite is the same path the other way.
+    let back = TestDb::new_sqlite();
+    assert!(hookbox(&back, &["import"], &again.stdout).status.success());
+    assert!(hookbox(&back, &["export"], b"").stdout == exported.stdout);
+}
+
+#[test]
+fn three_instances_ingesting_and_purging_at_once_keep_the_aggregates_exact() {
+    if !postgres_available() {
+        return;
+    }
+    const KEEP: u64 = 50;
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 60;
+    let db = PgDatabase::create();
+    let servers: Vec<TestServer> = (0..3)
+        .map(|_| {
+            let mut config = Config::for_postgres(db.url(), Some(SECRET));
+            config.retain_messages = KEEP;
+            config.max_batch = 8;
+            TestServer::start_on(config)
+        })
+        .collect();
+    thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let server = &servers[client % servers.len()];
+            scope.spawn(move || {
+                for i in 0..PER_CLIENT {
+                    let from = format!("+{}", (client * 7 + i) % 9 + 1);
+                    let id = format!("p-{client}-{i}");
+                    let resp = server.post_message(&id, &from, "2025-01-15T10:00:00Z", None);
+                    assert_eq!(resp.status, 200, "{}", resp.text());
+                }
+            });
+        }
+    });
+    // The last purges run after the last answers went out: let them finish, within a bound,
+    // then stop the servers so nothing moves while the rows are recounted.
+    let purged_so_far = || -> f64 {
+        servers
+            .iter()
+            .map(|s| s.metric("hookbox_purged_messages_total").unwrap())
+            .sum()
+    };
+    let created: f64 = servers.iter().map(|s| s.metric(CREATED).unwrap()).sum();
+    assert_eq!(created, (CLIENTS * PER_CLIENT) as f64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut purged = purged_so_far();
+    loop {
+        thread::sleep(Duration::from_millis(50));
+        let now = purged_so_far();
+        if now == purged || Instant::now() > deadline {
+            break;
+        }
+        purged = now;
+    }
+    drop(servers);
+    let row = db
+        .client()
+        .query_one(
+            "SELECT (SELECT count(*) FROM messages),
+                    (SELECT coalesce(sum(messages), 0)::bigint FROM totals),
+                    (SELECT count(DISTINCT sender) FROM messages),
+                    (SELECT coalesce(sum(senders), 0)::bigint FROM totals),
+                    (SELECT count(*) FROM sender_counts s WHERE count <> (
+                        SELECT count(*) FROM messages m WHERE m.sender = s.sender)),
+                    (SELECT count(*) FROM sender_counts)",
+            &[],
+        )
+        .unwrap();
+    let numbers: Vec<i64> = (0..6).map(|i| row.get(i)).collect();
+    assert_eq!(numbers[0], numbers[1], "totals.messages: {numbers:?}");
+    assert_eq!(numbers[2], numbers[3], "totals.senders: {numbers:?}");
+    assert_eq!(numbers[4], 0, "a sender_counts row disagrees: {numbers:?}");
+    assert_eq!(numbers[5], numbers[2], "one row per sender: {numbers:?}");
+    // Every created message is either still there or was counted as purged; what is left is at
+    // least KEEP (a purger that finds another one at work leaves the rest to the next commit).
+    let rows = numbers[0];
+    assert!(rows >= KEEP as i64, "{rows} rows");
+    assert!(purged > 0.0);
+    assert_eq!(
+        purged + rows as f64,
+        created,
+        "purged {purged}, left {rows}"
+    );
+}
+
+#[test]
+fn a_next_link_from_one_instance_is_followed_on_another() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    let servers = start_together(&db, 2, 2);
+    for i in 0..25 {
+        let ts = format!("2025-01-{:02}T10:00:00Z", 1 + i % 5);
+        let resp = servers[i % 2].post_message(&format!("c{i:02}"), "+1", &ts, None);
+        assert_eq!(resp.status, 200);
+    }
+    let everything = servers[0].get("/messages?limit=100").json();
+    let mut seen = Vec::new();
+    let mut target = "/messages?limit=10".to_owned();
+    for hop in 0.. {
+        // Each page from the other instance than the last.
+        let resp = servers[hop % 2].get(&target);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let page = resp.json();
+        assert_eq!(page["total"], 25);
+        seen.extend(page["data"].as_array().unwrap().iter().cloned());
+        let Some(link) = resp.header("link") else {
+            break;
+        };
+        target = link
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(url, _)| url.to_owned())
+            .unwrap_or_else(|| panic!("not a Link: {link}"));
+        assert!(hop < 10, "the links never end");
+    }
+    assert_eq!(serde_json::Value::Array(seen), everything["data"]);
+}
