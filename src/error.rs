@@ -5,8 +5,9 @@
 
 use std::fmt;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::problem::Problem;
 use crate::response::Response;
 use crate::store::StoreError;
 
@@ -31,7 +32,7 @@ pub enum Error {
     /// A `Transfer-Encoding` other than `chunked`: the body cannot be read.
     NotImplemented,
     /// The body or query failed validation; each entry is a FastAPI-shaped problem.
-    Unprocessable(Vec<Value>),
+    Unprocessable(Vec<Problem>),
     /// The service cannot take this request now (queue full, not configured, shutting down);
     /// the sender should retry. The reason is shown to the client.
     Unavailable(&'static str),
@@ -59,11 +60,6 @@ impl Error {
             Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => 503,
             Error::Internal(_) => 500,
         }
-    }
-
-    /// A single validation problem in FastAPI's shape.
-    pub fn invalid(kind: &str, loc: &[&str], msg: impl Into<String>, input: Value) -> Value {
-        json!({"type": kind, "loc": loc, "msg": msg.into(), "input": input})
     }
 
     pub fn into_response(self) -> Response {

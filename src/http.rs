@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
+use crate::problem::Problem;
 pub use crate::response::Response;
 
 /// A request as handlers see it.
@@ -88,7 +89,7 @@ impl Request {
             Some(raw) => String::from_utf8(percent_decode(raw))
                 .map(Some)
                 .map_err(|_| {
-                    Error::Unprocessable(vec![Error::invalid(
+                    Error::Unprocessable(vec![Problem::new(
                         "string_unicode",
                         &["query", name],
                         "Input should be a valid string, unable to parse raw data as a unicode string",

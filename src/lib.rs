@@ -17,6 +17,7 @@ pub mod listener;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod problem;
 pub mod response;
 pub mod router;
 pub mod server;

@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::problem::Problem;
+
 use crate::error::Error;
 use crate::timestamp;
 
@@ -38,20 +40,18 @@ pub fn parse(body: &[u8]) -> Parsed {
         Err(error) => {
             return Parsed {
                 message_id: None,
-                result: Err(Error::Unprocessable(vec![json!({
-                    "type": "json_invalid",
-                    "loc": ["body", error.column()],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": error.to_string()},
-                })])),
+                result: Err(Error::Unprocessable(vec![Problem {
+                    loc: vec![json!("body"), json!(error.column())],
+                    ..Problem::new("json_invalid", &[], "JSON decode error", json!({}))
+                        .with_ctx(json!({"error": error.to_string()}))
+                }])),
             };
         }
     };
     let Value::Object(fields) = value else {
         return Parsed {
             message_id: None,
-            result: Err(Error::Unprocessable(vec![Error::invalid(
+            result: Err(Error::Unprocessable(vec![Problem::new(
                 "model_attributes_type",
                 &["body"],
                 "Input should be a valid dictionary or object to extract fields from",
@@ -66,13 +66,15 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
     let mut problems = Vec::new();
     let message_id = required_string(fields, "message_id", &mut problems);
     if message_id.as_deref() == Some("") {
-        problems.push(json!({
-            "type": "string_too_short",
-            "loc": ["body", "message_id"],
-            "msg": "String should have at least 1 character",
-            "input": "",
-            "ctx": {"min_length": 1},
-        }));
+        problems.push(
+            Problem::new(
+                "string_too_short",
+                &["body", "message_id"],
+                "String should have at least 1 character",
+                json!(""),
+            )
+            .with_ctx(json!({"min_length": 1})),
+        );
     }
     let from = required_string(fields, "from", &mut problems);
     check_msisdn("from", from.as_deref(), &mut problems);
@@ -86,13 +88,15 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => {
             if text.chars().count() > MAX_TEXT_CHARS {
-                problems.push(json!({
-                    "type": "string_too_long",
-                    "loc": ["body", "text"],
-                    "msg": format!("String should have at most {MAX_TEXT_CHARS} characters"),
-                    "input": text,
-                    "ctx": {"max_length": MAX_TEXT_CHARS},
-                }));
+                problems.push(
+                    Problem::new(
+                        "string_too_long",
+                        &["body", "text"],
+                        format!("String should have at most {MAX_TEXT_CHARS} characters"),
+                        json!(text),
+                    )
+                    .with_ctx(json!({"max_length": MAX_TEXT_CHARS})),
+                );
             }
             Some(text.clone())
         }
@@ -124,10 +128,10 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
 
 /// The sort key of a `ts`-format instant, or `None` with a problem reported at `loc`.
 /// Shared by the webhook body (`ts`) and the `/messages` query (`since`).
-pub fn instant_key(raw: &str, loc: &[&str], problems: &mut Vec<Value>) -> Option<String> {
+pub fn instant_key(raw: &str, loc: &[&str], problems: &mut Vec<Problem>) -> Option<String> {
     let key = timestamp::sort_key(raw);
     if key.is_none() {
-        problems.push(Error::invalid(
+        problems.push(Problem::new(
             "datetime_format",
             loc,
             "Input should be a UTC timestamp like 2025-01-15T10:00:00Z \
@@ -141,7 +145,7 @@ pub fn instant_key(raw: &str, loc: &[&str], problems: &mut Vec<Value>) -> Option
 fn required_string(
     fields: &Map<String, Value>,
     name: &str,
-    problems: &mut Vec<Value>,
+    problems: &mut Vec<Problem>,
 ) -> Option<String> {
     match fields.get(name) {
         Some(Value::String(value)) => Some(value.clone()),
@@ -150,7 +154,7 @@ fn required_string(
             None
         }
         None => {
-            problems.push(Error::invalid(
+            problems.push(Problem::new(
                 "missing",
                 &["body", name],
                 "Field required",
@@ -161,8 +165,8 @@ fn required_string(
     }
 }
 
-fn not_a_string(name: &str, input: &Value) -> Value {
-    Error::invalid(
+fn not_a_string(name: &str, input: &Value) -> Problem {
+    Problem::new(
         "string_type",
         &["body", name],
         "Input should be a valid string",
@@ -171,19 +175,21 @@ fn not_a_string(name: &str, input: &Value) -> Value {
 }
 
 /// `^\+\d+$` with ASCII digits: a plus sign, then at least one digit, nothing else.
-fn check_msisdn(name: &str, value: Option<&str>, problems: &mut Vec<Value>) {
+fn check_msisdn(name: &str, value: Option<&str>, problems: &mut Vec<Problem>) {
     let Some(value) = value else { return };
     let valid = value
         .strip_prefix('+')
         .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
     if !valid {
-        problems.push(json!({
-            "type": "string_pattern_mismatch",
-            "loc": ["body", name],
-            "msg": "String should match pattern '^\\+\\d+$'",
-            "input": value,
-            "ctx": {"pattern": "^\\+\\d+$"},
-        }));
+        problems.push(
+            Problem::new(
+                "string_pattern_mismatch",
+                &["body", name],
+                "String should match pattern '^\\+\\d+$'",
+                json!(value),
+            )
+            .with_ctx(json!({"pattern": "^\\+\\d+$"})),
+        );
     }
 }
 
@@ -191,9 +197,13 @@ fn check_msisdn(name: &str, value: Option<&str>, problems: &mut Vec<Value>) {
 mod tests {
     use super::*;
 
+    /// The problems as the client sees them (serialized).
     fn problems(body: &str) -> Vec<Value> {
         match parse(body.as_bytes()).result {
-            Err(Error::Unprocessable(problems)) => problems,
+            Err(Error::Unprocessable(problems)) => problems
+                .iter()
+                .map(|problem| serde_json::to_value(problem).unwrap())
+                .collect(),
             other => panic!("expected 422 for {body}, got {other:?}"),
         }
     }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{Context, Reply, read};
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::problem::Problem;
 use sha2::{Digest, Sha256};
 
 use crate::message;
@@ -154,7 +155,7 @@ fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> 
         } else {
             "Input should be a cursor from a Link header of this service"
         };
-        problems.push(Error::invalid(
+        problems.push(Problem::new(
             "value_error",
             &["query", "cursor"],
             problem,
@@ -177,7 +178,7 @@ fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> 
 }
 
 /// Moves the problems of a failed `query_param` into `problems`.
-fn collect<T>(result: Result<T, Error>, problems: &mut Vec<Value>) -> Option<T> {
+fn collect<T>(result: Result<T, Error>, problems: &mut Vec<Problem>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(Error::Unprocessable(found)) => {
@@ -185,7 +186,12 @@ fn collect<T>(result: Result<T, Error>, problems: &mut Vec<Value>) -> Option<T> 
             None
         }
         Err(other) => {
-            problems.push(json!(other.to_string()));
+            problems.push(Problem::new(
+                "value_error",
+                &["query"],
+                other.to_string(),
+                Value::Null,
+            ));
             None
         }
     }
@@ -197,31 +203,35 @@ fn integer(
     name: &str,
     min: i64,
     max: i64,
-    problems: &mut Vec<Value>,
+    problems: &mut Vec<Problem>,
 ) -> Option<i64> {
     let raw = collect(request.query_param(name), problems).flatten()?;
     let loc = ["query", name];
     match raw.parse::<i64>() {
-        Err(_) => problems.push(Error::invalid(
+        Err(_) => problems.push(Problem::new(
             "int_parsing",
             &loc,
             "Input should be a valid integer, unable to parse string as an integer",
             json!(raw),
         )),
-        Ok(n) if n < min => problems.push(json!({
-            "type": "greater_than_equal",
-            "loc": loc,
-            "msg": format!("Input should be greater than or equal to {min}"),
-            "input": raw,
-            "ctx": {"ge": min},
-        })),
-        Ok(n) if n > max => problems.push(json!({
-            "type": "less_than_equal",
-            "loc": loc,
-            "msg": format!("Input should be less than or equal to {max}"),
-            "input": raw,
-            "ctx": {"le": max},
-        })),
+        Ok(n) if n < min => problems.push(
+            Problem::new(
+                "greater_than_equal",
+                &loc,
+                format!("Input should be greater than or equal to {min}"),
+                json!(raw),
+            )
+            .with_ctx(json!({"ge": min})),
+        ),
+        Ok(n) if n > max => problems.push(
+            Problem::new(
+                "less_than_equal",
+                &loc,
+                format!("Input should be less than or equal to {max}"),
+                json!(raw),
+            )
+            .with_ctx(json!({"le": max})),
+        ),
         Ok(n) => return Some(n),
     }
     None
@@ -235,7 +245,10 @@ mod tests {
         parse_query(&Request::new("GET", target, b""))
             .map(|(query, _)| query)
             .map_err(|error| match error {
-                Error::Unprocessable(problems) => problems,
+                Error::Unprocessable(problems) => problems
+                    .iter()
+                    .map(|problem| serde_json::to_value(problem).unwrap())
+                    .collect(),
                 other => panic!("unexpected {other:?}"),
             })
     }
