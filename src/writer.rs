@@ -23,9 +23,9 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::message::Message;
 use crate::state::Shared;
@@ -96,7 +96,18 @@ fn run<T>(
     complete: &dyn Fn(Completion<T>),
 ) {
     let max_batch = shared.config.max_batch;
-    while let Ok(first) = queue.recv() {
+    // Retention runs at startup too (a store may have aged while hookbox was stopped).
+    purge_some(shared, &mut store, queue);
+    loop {
+        let first = match queue.recv_timeout(IDLE_PURGE_EVERY) {
+            Ok(first) => first,
+            // No message for a while: what `HOOKBOX_RETAIN_DAYS` expired meanwhile still goes.
+            Err(RecvTimeoutError::Timeout) => {
+                purge_some(shared, &mut store, queue);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = Vec::with_capacity(max_batch.min(queue.len() + 1));
         batch.push(first);
         batch.extend(queue.try_iter().take(max_batch - 1));
@@ -114,6 +125,9 @@ fn run<T>(
     }
     store.close();
 }
+
+/// How often an idle writer applies retention.
+const IDLE_PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Rows deleted per purge transaction: about 3.5 ms each on a 1M-message store (its dirty pages
 /// fit the page cache; 256 did not, and took 26 ms), so a message arriving during a purge waits

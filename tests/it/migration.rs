@@ -169,3 +169,26 @@ fn the_text_index_can_be_turned_off_and_on_again_without_changing_answers() {
     assert!(has_index(&path));
     assert_eq!(server.get("/messages?q=k%C3%B6ln").json()["total"], 2);
 }
+
+/// Retention applies without a single write: rows that aged past `HOOKBOX_RETAIN_DAYS` while
+/// hookbox was stopped go at startup (and an idle writer purges on a timer).
+#[test]
+fn retention_by_days_purges_at_startup_without_any_write() {
+    let dir = TempDir::new();
+    // Its four rows arrived on 2025-02-01, long before "30 days ago".
+    let path = schema_one_database(&dir);
+    let mut config = hookbox::Config::for_database(&path, Some(crate::support::SECRET));
+    config.retain_days = 30;
+    let server = TestServer::start_in(dir, config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.get("/stats").json()["total_messages"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not purged: {}",
+            server.get("/stats").json()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(server.metric("hookbox_purged_messages_total"), Some(4.0));
+    assert_eq!(server.get("/messages").json()["total"], 0);
+}
