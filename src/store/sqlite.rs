@@ -397,7 +397,8 @@ impl Sqlite {
                     let rows: i64 = tx
                         .prepare_cached("SELECT messages FROM totals WHERE id = 1")?
                         .query_row([], |row| row.get(0))?;
-                    if dense_share > 0 && candidates.saturating_mul(dense_share) > rows {
+                    let dense = dense_share > 0 && candidates.saturating_mul(dense_share) > rows;
+                    if dense || candidates > MAX_CANDIDATES {
                         Search::Scan
                     } else {
                         Search::Index
@@ -621,6 +622,11 @@ fn trigram_query(needle: &str) -> String {
 /// scan counts faster (0.18 µs a row against about 1.5 µs a candidate at 1M rows) and needs no
 /// candidate set in memory, which this also bounds to an eighth of the rows.
 const DENSE_SHARE: i64 = 8;
+
+/// `q` also scans when the index gives more candidates than this, whatever the share: the page
+/// query holds its candidate set in memory (about 20 bytes each), so this bounds one read's set
+/// to ~5 MiB on any store size (at 10M rows an eighth would be 1.25M candidates, ~25 MiB).
+const MAX_CANDIDATES: i64 = 250_000;
 
 /// How `q` is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
