@@ -36,8 +36,8 @@ bench: ## every benchmark, side by side with the previous release; writes bench-
 bench-reads: ## only the reads on a 1M-message store (BENCH_ROWS=10000000 for 10M)
 	BENCH_ONLY=reads ./bench/run.sh
 
-bench-pg: ## ingest on SQLite vs PostgreSQL, and 1-3 instances on one PostgreSQL
-	./bench/run-pg.sh
+bench-pg: ## only ingest on SQLite vs 1-3 instances on one PostgreSQL (BENCH_PG_URL, default local)
+	BENCH_ONLY=postgres BENCH_PG_URL=$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres} ./bench/run.sh
 
 soak: ## longer fault tests (crash, fd exhaustion, idle and hostile connections, 1M-row reads)
 	./soak/run.sh
