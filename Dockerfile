@@ -15,7 +15,10 @@ COPY --from=build /src/target/release/hookbox /usr/local/bin/hookbox
 # An empty /data owned by the runtime user: a new named volume copies this ownership.
 COPY --from=build --chown=65532:65532 /data /data
 USER 65532:65532
+# SQLITE_TMPDIR: where SQLite spills the sorts of a schema migration (on the data volume, which the
+# runtime user can write; the files are removed as soon as the migration ends).
 ENV DATABASE_URL=sqlite:////data/app.db \
+    SQLITE_TMPDIR=/data \
     HOST=0.0.0.0 \
     PORT=8000
 EXPOSE 8000
