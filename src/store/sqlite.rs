@@ -303,6 +303,12 @@ impl Sqlite {
             // Shrinking the cache frees the pages beyond it.
             self.set_cache_kib(CACHE_KIB).map_err(store_error)?;
         }
+        if result.is_err() {
+            // A failed commit (a full disk, say) checkpoints at once, not at the next 1000
+            // frames: the WAL then starts over inside the space it already has, instead of
+            // needing to grow into space that is not there.
+            self.wal_frames.store(CHECKPOINT_FRAMES, Ordering::Relaxed);
+        }
         result.map_err(store_error)
     }
 
