@@ -496,7 +496,6 @@ fn check_against(store: &mut Store, db: &PgDatabase, oracle: &Oracle, rng: &mut 
     assert_eq!(store.stats().unwrap(), oracle.stats());
     // The aggregate rows themselves agree with a recount of the rows.
     assert_aggregates_recount(db);
-    let mut client = db.client();
 
     let texts: Vec<&str> = oracle
         .rows
