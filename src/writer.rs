@@ -96,14 +96,23 @@ fn run<T>(
     complete: &dyn Fn(Completion<T>),
 ) {
     let max_batch = shared.config.max_batch;
-    // Retention runs at startup too (a store may have aged while hookbox was stopped).
+    // Retention runs at startup too (a store may have aged while hookbox was stopped), and so
+    // does indexing (a tail left by the last run).
     purge_some(shared, &mut store, queue);
+    let mut tail_waits = index_some(shared, &mut store, queue, Until::Empty);
     loop {
-        let first = match queue.recv_timeout(IDLE_PURGE_EVERY) {
+        // Rows wait for the text index: as soon as no message comes for a moment, take them.
+        let wait = if tail_waits {
+            INDEX_WHEN_QUIET_FOR
+        } else {
+            IDLE_PURGE_EVERY
+        };
+        let first = match queue.recv_timeout(wait) {
             Ok(first) => first,
             // No message for a while: what `HOOKBOX_RETAIN_DAYS` expired meanwhile still goes.
             Err(RecvTimeoutError::Timeout) => {
                 purge_some(shared, &mut store, queue);
+                tail_waits = index_some(shared, &mut store, queue, Until::Empty);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -122,7 +131,11 @@ fn run<T>(
         }
         store.after_commit();
         purge_some(shared, &mut store, queue);
+        tail_waits = index_some(shared, &mut store, queue, Until::Bound);
     }
+    // The next start begins with an empty tail (it is at most about `TAIL_BOUND` rows: a few
+    // chunks).
+    index_some(shared, &mut store, queue, Until::Empty);
     store.close();
 }
 
@@ -158,6 +171,78 @@ fn purge_some<T>(shared: &Shared, store: &mut Store, queue: &Receiver<Ticket<T>>
         store.after_commit();
         if !queue.is_empty() {
             break;
+        }
+    }
+}
+
+/// How long the queue must stay empty before the writer indexes a tail below `TAIL_BOUND`. Not
+/// at once after a commit: under load the next messages come within a millisecond, and indexing
+/// each commit's few rows as they come costs as much per row as indexing inside the commit did
+/// (a new FTS5 segment each time). Waiting lets the rows gather into large chunks while messages
+/// keep coming, and costs a quiet writer nothing.
+const INDEX_WHEN_QUIET_FOR: Duration = Duration::from_millis(20);
+
+/// Rows the tail may hold while messages keep coming; past it the writer indexes after every
+/// commit (`q` verifies every tail row, so this bounds what the tail adds to a search).
+const TAIL_BOUND: u64 = 4096;
+
+/// Rows per indexing transaction: about N ms each (see README, "Growth"), so a message
+/// arriving meanwhile waits at most that long.
+const INDEX_CHUNK: usize = 1024;
+
+/// At most this many chunks after one commit while messages wait: more than a commit adds (it
+/// adds under `BULK_ROWS` rows to the tail; larger batches index their own), so a tail past its
+/// bound shrinks under any load, and no message waits more than a few chunks.
+const BUSY_CHUNKS: usize = 2;
+
+/// How far `index_some` goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Until the tail is empty, stopping as soon as a message waits.
+    Empty,
+    /// Only while the tail is past `TAIL_BOUND` (right after a commit).
+    Bound,
+}
+
+/// Adds the tail to the text index, chunk by chunk, between commits (see `Until`). Returns
+/// whether rows still wait for it. A failure is logged and retried after the next commit.
+fn index_some<T>(
+    shared: &Shared,
+    store: &mut Store,
+    queue: &Receiver<Ticket<T>>,
+    until: Until,
+) -> bool {
+    if !shared.config.text_index_catch_up {
+        return false;
+    }
+    let mut chunks = 0;
+    loop {
+        let waiting = match store.unindexed() {
+            Ok(waiting) => waiting,
+            Err(error) => {
+                log::warn!("reading the text index's tail failed: {error}");
+                return false;
+            }
+        };
+        if waiting == 0 {
+            return false;
+        }
+        let busy = until == Until::Bound || !queue.is_empty();
+        if busy && (waiting <= TAIL_BOUND || chunks >= BUSY_CHUNKS) {
+            return true;
+        }
+        let started = Instant::now();
+        match store.index_pending(INDEX_CHUNK) {
+            Ok(0) => return false,
+            Ok(rows) => {
+                log::debug!(rows, seconds = started.elapsed().as_secs_f64(); "text index took new rows");
+                chunks += 1;
+                store.after_commit();
+            }
+            Err(error) => {
+                log::warn!("indexing new rows failed (retried after the next commit): {error}");
+                return false;
+            }
         }
     }
 }
