@@ -188,7 +188,7 @@ const TAIL_BOUND: u64 = 4096;
 
 /// Rows per indexing transaction: about N ms each (see README, "Growth"), so a message
 /// arriving meanwhile waits at most that long.
-const INDEX_CHUNK: usize = 1024;
+const INDEX_CHUNK: usize = 512;
 
 /// At most this many chunks after one commit while messages wait: more than a commit adds (it
 /// adds under `BULK_ROWS` rows to the tail; larger batches index their own), so a tail past its
