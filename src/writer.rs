@@ -182,9 +182,9 @@ fn purge_some<T>(shared: &Shared, store: &mut Store, queue: &Receiver<Ticket<T>>
 
 /// How long the queue must stay empty before the writer indexes a tail below `TAIL_BOUND`. Not
 /// at once after a commit: under load the next messages come within a millisecond, and indexing
-/// each commit's few rows as they come costs as much per row as indexing inside the commit did
-/// (a new FTS5 segment each time). Waiting lets the rows gather into large chunks while messages
-/// keep coming, and costs a quiet writer nothing.
+/// each commit's few rows as they come would write a small FTS5 segment per commit again, the
+/// cost that deferring the index avoids. Waiting lets the rows gather into large chunks while
+/// messages keep coming, and costs a quiet writer nothing.
 const INDEX_WHEN_QUIET_FOR: Duration = Duration::from_millis(20);
 
 /// Rows the tail may hold while messages keep coming; past it the writer indexes after every
