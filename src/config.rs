@@ -56,6 +56,10 @@ pub struct Config {
     pub max_held_answer_bytes: usize,
     /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
     pub text_index: bool,
+    /// Whether the writer adds new rows to SQLite's text index between commits. Always on in
+    /// service (no variable sets it); tests turn it off to hold rows in the tail, which `q` must
+    /// find all the same.
+    pub text_index_catch_up: bool,
     /// Keep only the newest this many messages by arrival; 0: no limit.
     pub retain_messages: u64,
     /// Drop messages that arrived more than this many days ago; 0: keep them forever.
@@ -261,6 +265,7 @@ impl Config {
                     }
                 },
             },
+            text_index_catch_up: true,
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,

@@ -165,7 +165,9 @@ impl Store {
         }
     }
 
-    /// One transaction, one durable commit; aggregates and the text index updated inside it.
+    /// One transaction, one durable commit; aggregates updated inside it. (SQLite's text index
+    /// takes the writer's rows later, from `index_pending`; `list` reads them from the tail till
+    /// then. PostgreSQL's is an ordinary index, updated inside it.)
     /// Results in input order; a repeated id in one batch is `Duplicate` from its 2nd occurrence.
     /// On error nothing of the batch is stored.
     pub fn insert_batch(
@@ -202,6 +204,24 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.purge(retention, batch),
             Store::Postgres(store) => store.purge(retention, batch),
+        }
+    }
+
+    /// Adds up to `max_rows` of the rows stored since the text index last took any (the tail)
+    /// to it, oldest first, in one short transaction; returns how many rows that covered
+    /// (0: none wait). PostgreSQL: always 0, its index is maintained by the insert.
+    pub fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.index_pending(max_rows),
+            Store::Postgres(_) => Ok(0),
+        }
+    }
+
+    /// How many rows at most wait for `index_pending` (cheap: no count of the rows).
+    pub fn unindexed(&mut self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.unindexed(),
+            Store::Postgres(_) => Ok(0),
         }
     }
 

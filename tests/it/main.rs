@@ -18,4 +18,5 @@ mod properties;
 mod retention;
 mod stats;
 mod storage;
+mod text_index;
 mod webhook;

@@ -131,6 +131,13 @@ fn a_schema_one_database_is_upgraded_in_place_with_aggregates_and_text_index_bac
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(indexed, [1, 5]);
+    // Every row counts as indexed (the writer indexed the last one by shutdown at the latest).
+    let upto: i64 = conn
+        .query_row("SELECT indexed_upto FROM text_index_state", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(upto, 5);
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();

@@ -58,7 +58,8 @@ fn pages(server: &TestServer) -> Option<i64> {
 }
 
 /// Counted in the store itself, past the aggregates: rows, distinct senders, the lowest and
-/// highest arrival number, and the rows the text index finds for "retained".
+/// highest arrival number, and the rows the text index (or, above its watermark, its tail) finds
+/// for "retained".
 fn recount(server: &TestServer) -> (i64, i64, i64, i64, i64) {
     match server.dir.postgres() {
         None => {
@@ -70,13 +71,38 @@ fn recount(server: &TestServer) -> (i64, i64, i64, i64, i64) {
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .unwrap();
+            // The index's rows (all at or below the watermark) and the tail's, above it.
             let indexed = conn
+                .query_row(
+                    "SELECT count(*) FROM messages_fts, text_index_state
+                     WHERE messages_fts MATCH '\"ret\" AND \"ned\"' AND messages_fts.rowid <= indexed_upto",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+                .unwrap()
+                + conn
+                    .query_row(
+                        "SELECT count(*) FROM messages, text_index_state WHERE seq > indexed_upto",
+                        [],
+                        |row| row.get::<_, i64>(0),
+                    )
+                    .unwrap();
+            let everything: i64 = conn
                 .query_row(
                     "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '\"ret\" AND \"ned\"'",
                     [],
                     |row| row.get(0),
                 )
                 .unwrap();
+            let below: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM messages, text_index_state WHERE seq <= indexed_upto",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            // Nothing purged or above the watermark is left in the index.
+            assert_eq!(everything, below);
             (rows, senders, first, last, indexed)
         }
         Some(pg) => {
