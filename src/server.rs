@@ -131,6 +131,15 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
     writer_store.migrate().map_err(database_error)?;
+    // Rows not yet in the text index (a tail left by the last run, or rows another program
+    // wrote) are indexed before serving, so every search starts from an empty tail.
+    if config.text_index_catch_up {
+        while writer_store
+            .index_pending(STARTUP_INDEX_CHUNK)
+            .map_err(database_error)?
+            > 0
+        {}
+    }
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -237,6 +246,9 @@ fn durability(config: &Config) -> &'static str {
         Database::Postgres(_) => "synchronous_commit=on",
     }
 }
+
+/// Rows per transaction when the text index catches up at startup.
+const STARTUP_INDEX_CHUNK: usize = 50_000;
 
 /// Largest request head (request line and headers); larger → 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
