@@ -18,5 +18,6 @@ mod properties;
 mod retention;
 mod stats;
 mod storage;
+mod store_model;
 mod text_index;
 mod webhook;

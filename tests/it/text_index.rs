@@ -63,8 +63,9 @@ fn watermark(path: &Path) -> (i64, i64) {
         .unwrap()
 }
 
-/// The text index holds exactly the rows with text at or below the watermark.
-fn assert_index_exact(path: &Path) {
+/// The text index holds exactly the rows with text at or below the watermark (also used by
+/// tests/it/store_model.rs).
+pub fn assert_index_exact(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let ids = |sql: &str| -> Vec<i64> {
         conn.prepare(sql)
