@@ -424,10 +424,12 @@ impl Sqlite {
     /// from an index range or the text index's candidates, each verified exactly.
     pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
         let needle = query.text.as_deref().map(text::fold);
+        // FTS5's query parser stops at U+0000 (the MATCH fails as "unterminated string"), so a
+        // needle holding one is answered by the scan, like a short one.
         let indexed = self.text_index
-            && needle
-                .as_ref()
-                .is_some_and(|needle| needle.chars().count() >= TRIGRAM);
+            && needle.as_ref().is_some_and(|needle| {
+                needle.chars().count() >= TRIGRAM && !needle.contains('\u{0}')
+            });
         let phrase = needle.as_deref().filter(|_| indexed).map(trigram_query);
         let dense_share = self.dense_share;
         let limit = i64::from(query.limit);

@@ -283,3 +283,29 @@ fn purging_tail_rows_and_indexed_rows_keeps_the_index_exact() {
     assert_index_exact(&path);
     assert_answers_exact(&server);
 }
+
+/// FTS5's query parser stops at U+0000: a needle holding one is answered by the scan, not the
+/// index, so it finds exactly its rows instead of failing (it was a 500).
+#[test]
+fn a_needle_holding_a_nul_is_found_exactly_not_a_500() {
+    let server = TestServer::start();
+    for (id, text) in [
+        ("n1", "x\u{0}abc"),
+        ("n2", "abc"),
+        ("n3", "X\u{0}ABC again"),
+    ] {
+        let resp = server.post_message(id, "+91001", "2025-01-05T00:00:00Z", Some(text));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let resp = server.get("/messages?q=%00abc");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!(body["total"], 2);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n1", "n3"]);
+}
