@@ -8,9 +8,11 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, Database};
 use crate::message::Message;
+use crate::timestamp;
 
 /// One connection to the configured store.
 pub enum Store {
@@ -120,6 +122,14 @@ pub struct Retention {
 impl Retention {
     pub fn is_unlimited(&self) -> bool {
         self.keep_messages == 0 && self.keep_days == 0
+    }
+
+    /// With `keep_days`: the `received_at` (as stores write it) before which a message must go.
+    pub fn cutoff(&self) -> Option<String> {
+        (self.keep_days > 0).then(|| {
+            let age = Duration::from_secs(self.keep_days.saturating_mul(86_400));
+            timestamp::format_utc(SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH))
+        })
     }
 }
 

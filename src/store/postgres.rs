@@ -25,7 +25,7 @@ use super::{
 };
 use crate::config::{Config, Database};
 use crate::message::Message;
-use crate::{text, timestamp};
+use crate::text;
 
 /// Migrations in order; migration `i` is recorded as version `i + 1` in `hookbox_schema`.
 const MIGRATIONS: &[&str] = &[include_str!("../../sql/postgres/001_init.sql")];
@@ -386,10 +386,7 @@ impl Postgres {
         if retention.is_unlimited() || batch == 0 {
             return Ok(0);
         }
-        let cutoff = (retention.keep_days > 0).then(|| {
-            let age = Duration::from_secs(retention.keep_days.saturating_mul(86_400));
-            timestamp::format_utc(SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH))
-        });
+        let cutoff = retention.cutoff();
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
         self.run(Doing::Writing, |client| {
             purge_in(client, retention.keep_messages, cutoff.as_deref(), batch)

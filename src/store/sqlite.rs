@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSql, ValueRef};
@@ -19,7 +19,6 @@ use super::{
 use crate::config::{Config, Database};
 use crate::message::Message;
 use crate::text;
-use crate::timestamp;
 
 /// Migrations in order; migration `i` brings `PRAGMA user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -576,10 +575,7 @@ impl Sqlite {
         if retention.is_unlimited() || batch == 0 {
             return Ok(0);
         }
-        let cutoff = (retention.keep_days > 0).then(|| {
-            let age = Duration::from_secs(retention.keep_days.saturating_mul(86_400));
-            timestamp::format_utc(SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH))
-        });
+        let cutoff = retention.cutoff();
         let purge = |conn: &mut Connection| -> rusqlite::Result<usize> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let total: i64 = tx
@@ -911,6 +907,7 @@ fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 mod tests {
     use super::*;
     use crate::store::Position;
+    use crate::timestamp;
 
     /// A store on a fresh file, removed on drop.
     struct TestStore {
