@@ -53,7 +53,10 @@ pub struct Config {
     pub query_timeout: Duration,
     /// Reads are refused (503) while answers of more than this many bytes wait for clients that
     /// are not reading them.
-    pub max_held_answer_bytes: usize,
+    pub max_held_answer_bytes: u64,
+    /// Bytes of request bodies all connections together may hold in memory; a body that would
+    /// take them over is answered 503 unread (`HOOKBOX_MAX_BODY_BUFFER_MIB`).
+    pub max_body_buffer_bytes: u64,
     /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
     pub text_index: bool,
     /// Whether the writer adds new rows to SQLite's text index between commits. Always on in
@@ -157,6 +160,15 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite:///hookbox.db";
 /// 256 MiB box together with the database cache, and inside a common `ulimit -n` of 4096.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 
+/// Request bodies held in memory at once, all connections together. The contract is 64 MiB RSS
+/// under any mix of clients; an idle server with its connection threads and SQLite cache is
+/// well under half of that (docs/BENCHMARKS.md, held bodies), and 16 MiB of bodies on top stays
+/// under the bound with room for the answers in flight. A quarter of it is kept for bodies of at
+/// most 16 KiB, so held large bodies cannot lock out ordinary webhooks.
+pub const DEFAULT_MAX_BODY_BUFFER_MIB: u64 = 16;
+/// 64 GiB: more is not a budget.
+const MAX_BODY_BUFFER_MIB: u64 = 65536;
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -249,9 +261,13 @@ impl Config {
                 2000,
                 1..=3_600_000,
             )?),
-            max_held_answer_bytes: number(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?
-                * 1024
-                * 1024,
+            max_held_answer_bytes: mebibytes(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?,
+            max_body_buffer_bytes: mebibytes(
+                &get,
+                "HOOKBOX_MAX_BODY_BUFFER_MIB",
+                DEFAULT_MAX_BODY_BUFFER_MIB,
+                1..=MAX_BODY_BUFFER_MIB,
+            )?,
             text_index: match get("HOOKBOX_TEXT_INDEX") {
                 None => true,
                 Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
@@ -292,6 +308,22 @@ impl Config {
         config.port = 0;
         config
     }
+}
+
+/// Parses a size in MiB within `range` into bytes. In `u64` and checked, so the largest value
+/// allowed is exact on a 32-bit target too (4096 MiB does not fit a 32-bit `usize`).
+fn mebibytes(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    number(get, variable, default, range)?
+        .checked_mul(1024 * 1024)
+        .ok_or_else(|| ConfigError {
+            variable,
+            reason: "too large to count in bytes".to_owned(),
+        })
 }
 
 /// Parses an unsigned integer variable within `range`, or returns `default` when unset.
@@ -546,6 +578,8 @@ mod tests {
             ("HOOKBOX_MAX_CONNECTIONS", "0"),
             ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
             ("HOOKBOX_MAX_HELD_ANSWERS_MIB", "4097"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "0"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "65537"),
             ("HOOKBOX_TEXT_INDEX", "yes"),
             ("HOOKBOX_RETAIN_MESSAGES", "-1"),
             ("HOOKBOX_RETAIN_DAYS", "1.5"),
@@ -555,5 +589,32 @@ mod tests {
             assert_eq!(error.variable, variable);
             assert!(error.to_string().contains(variable));
         }
+    }
+
+    /// Every MiB knob at its maximum counts its bytes exactly, in `u64` (no `usize` product that
+    /// would wrap on a 32-bit target).
+    #[test]
+    fn mib_knobs_at_their_maximum_do_not_overflow() {
+        let top = config(&[
+            ("HOOKBOX_MAX_HELD_ANSWERS_MIB", "4096"),
+            (
+                "HOOKBOX_MAX_BODY_BUFFER_MIB",
+                &MAX_BODY_BUFFER_MIB.to_string(),
+            ),
+            ("HOOKBOX_MAX_DB_MIB", &u32::MAX.to_string()),
+        ])
+        .unwrap();
+        assert_eq!(top.max_held_answer_bytes, 4096 * 1024 * 1024);
+        assert_eq!(top.max_body_buffer_bytes, MAX_BODY_BUFFER_MIB << 20);
+        // The store multiplies this one itself, in u64.
+        assert_eq!(
+            top.max_db_mib.checked_mul(1024 * 1024),
+            Some(u64::from(u32::MAX) << 20)
+        );
+        let defaults = config(&[]).unwrap();
+        assert_eq!(
+            defaults.max_body_buffer_bytes,
+            DEFAULT_MAX_BODY_BUFFER_MIB << 20
+        );
     }
 }

@@ -492,8 +492,8 @@ fn sigterm_lets_an_in_flight_request_finish() {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
-    // tiny_http sends "100 Continue" when a worker starts reading the body: from here on the
-    // request is in flight, and the signal arrives while a worker is in the middle of it.
+    // The connection sends "100 Continue" once the body will be read: from here on the request
+    // is in flight, and the signal arrives while it is in the middle of it.
     let mut interim = Vec::new();
     while !interim.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];

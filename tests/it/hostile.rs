@@ -307,8 +307,8 @@ fn absurd_content_length_without_a_body_is_413_and_the_server_keeps_serving() {
 #[test]
 fn content_length_that_lies_is_408_or_closed_within_a_few_seconds() {
     let server = TestServer::start_with(|config| config.read_timeout = SHORT);
-    // tiny_http buffers bodies of at most 1 KiB itself and larger ones are read by the worker:
-    // both paths must give up once the read timeout passes.
+    // A short body and one over the first read's 1 KiB: both reads must give up once the read
+    // timeout passes.
     for announced in [100, 5_000] {
         let mut raw = head(
             &server,
@@ -490,13 +490,8 @@ fn idle_connections_are_closed_after_the_read_timeout() {
 /// With a single worker, a client that announces a body and never sends it holds that worker
 /// only about as long as the read timeout (here 1 s), not indefinitely.
 ///
-/// Measured on a 2-CPU box (debug build), from the moment the worker starts on the stalled body:
-/// with the body within the limit, other requests waited ~2.0 s — the worker waits one read
-/// timeout for the body (then answers 408), and tiny_http waits one more read timeout draining
-/// the unread body when the request is dropped (`EqualReader::drop`, still on the worker).
-/// With the body over the limit (but under tiny_http's 1 MiB drain cap) the 413 is immediate
-/// and others waited ~1.0 s (the drain alone). Above the drain cap there is no wait at all
-/// (see `absurd_content_length_without_a_body_is_413_and_the_server_keeps_serving`).
+/// The body is read on the connection's own thread (`conn`), never on a worker, so the stalled
+/// client holds only its own connection; other requests are not delayed by it at all.
 #[test]
 fn one_stalled_body_delays_other_requests_by_about_the_read_timeout_only() {
     let server = TestServer::start_with(|config| {
