@@ -25,8 +25,7 @@ pub use http::{
 };
 pub use server::TestServer;
 pub use store::{
-    PgDatabase, StoreKind, TempDir, TestDb, WriteBlock, postgres_available, sqlite_only,
-    store_kind,
+    PgDatabase, StoreKind, TempDir, TestDb, WriteBlock, postgres_available, sqlite_only, store_kind,
 };
 
 pub const SECRET: &str = "testsecret";

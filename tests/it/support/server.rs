@@ -125,7 +125,10 @@ impl TestServer {
     /// Sends `bytes` as they are and parses the one response.
     pub fn raw(&self, bytes: &[u8]) -> Resp {
         let mut conn = self.conn();
-        assert!(conn.send(bytes), "the server closed before taking the request");
+        assert!(
+            conn.send(bytes),
+            "the server closed before taking the request"
+        );
         conn.next(Duration::from_secs(30)).resp("one request")
     }
 
