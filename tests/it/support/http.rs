@@ -66,6 +66,14 @@ impl Seen {
         }
     }
 
+    /// The response, if one came.
+    pub fn answered(self) -> Option<Resp> {
+        match self {
+            Seen::Answered(resp) => Some(resp),
+            _ => None,
+        }
+    }
+
     /// The response, or a panic naming `what` and what was seen instead.
     pub fn resp(self, what: &str) -> Resp {
         match self {
@@ -213,6 +221,23 @@ pub fn request_bytes(
     let mut bytes = raw.into_bytes();
     bytes.extend_from_slice(body);
     bytes
+}
+
+/// One request (`request_bytes`) on a fresh connection to `addr`, answered within `BOUND`: for
+/// servers that are not a `TestServer` (the built binary).
+pub fn send_to(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut conn = Conn::open(addr);
+    assert!(
+        conn.send(&request_bytes(addr, method, target, headers, body)),
+        "{method} {target}: the server closed before taking the request"
+    );
+    conn.next(BOUND).resp(&format!("{method} {target}"))
 }
 
 /// One keep-alive HTTP/1.1 request (no `Connection: close`) as bytes; `Content-Length` is added

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use http::{
     BOUND, Conn, Resp, Seen, keep_alive_request, metric_value, parse_response, read_response,
-    read_response_by_length, request_bytes, take_response,
+    read_response_by_length, request_bytes, send_to, take_response,
 };
 pub use server::TestServer;
 pub use store::{
