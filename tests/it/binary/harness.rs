@@ -118,6 +118,29 @@ impl Launch {
         (proc, addr)
     }
 
+    /// Runs `hookbox args…` to its end with `stdin` fed in (a one-shot command).
+    pub fn run_args(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookbox"))
+            .args(args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hookbox binary starts");
+        let mut input = child.stdin.take().expect("piped stdin");
+        let stdin = stdin.to_vec();
+        // A separate writer, so a large input cannot deadlock against the output pipes.
+        let feeder = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let output = child.wait_with_output().expect("waiting for hookbox");
+        feeder.join().expect("stdin feeder");
+        output
+    }
+
     /// Runs a process that is expected to exit by itself (startup errors) and collects everything.
     pub fn run_to_exit(&self) -> Finished {
         self.spawn().finish()

@@ -9,6 +9,7 @@ mod harness;
 mod cli;
 mod database_url;
 mod export;
+mod import;
 mod logs;
 mod signals;
 mod startup;
