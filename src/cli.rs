@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::message::{self, Message};
 use crate::store::{ExportFilter, Inserted, Store, StoredMessage};
 use crate::timestamp;
@@ -197,11 +196,11 @@ pub fn import(
         }
         match message::parse(body).result {
             Ok(message) => batch.push(message),
-            Err(error) => {
+            Err(invalid) => {
                 summary.invalid += 1;
                 if summary.first_invalid.len() < INVALID_SHOWN {
                     summary.first_invalid.push(summary.lines);
-                    let _ = writeln!(report, "line {}: {}", summary.lines, problem(&error));
+                    let _ = writeln!(report, "line {}: {invalid}", summary.lines);
                 }
             }
         }
@@ -242,12 +241,4 @@ fn store_batch(
     store.after_commit();
     batch.clear();
     Ok(())
-}
-
-/// The validation problems of a line, as `/webhook` would answer them.
-fn problem(error: &Error) -> String {
-    match error {
-        Error::Unprocessable(problems) => serde_json::to_string(problems).unwrap_or_default(),
-        other => other.to_string(),
-    }
 }
