@@ -268,7 +268,7 @@ fn describe(problems: &[Problem]) -> String {
                     other => other.to_string(),
                 })
                 .collect();
-            format!("{}: {}", place.join("."), problem.msg)
+            format!("{}: {} ({})", place.join("."), problem.msg, problem.kind)
         })
         .collect::<Vec<_>>()
         .join("; ")
