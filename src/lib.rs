@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod handlers;
 pub mod healthcheck;

@@ -6,6 +6,7 @@ mod support;
 
 mod binary;
 mod concurrency;
+mod conn;
 mod edges;
 mod export;
 mod growth;

@@ -1,4 +1,4 @@
-//! The client side of the fork's own tests (tests/patches.rs, tests/serve.rs): raw HTTP/1.1 over
+//! The client side of the connection layer's tests: raw HTTP/1.1 over
 //! a real socket, so a test sees exactly the bytes the server wrote and whether it closed.
 //! Every socket has read and write timeouts, so no test can hang on a server that misbehaves.
 
@@ -115,7 +115,7 @@ pub fn read_to_end(reader: &mut impl Read) -> (Vec<u8>, Ending) {
             Ok(read) => bytes.extend_from_slice(&buf[..read]),
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (bytes, Ending::Open)
+                return (bytes, Ending::Open);
             }
             Err(_) => return (bytes, Ending::Reset),
         }
