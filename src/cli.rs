@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::Error;
 use crate::message::{self, Message};
-use crate::store::{ExportFilter, Inserted, Store, StoredMessage};
+use crate::store::{ExportFilter, Inserted, Moment, Retention, Store, StoredMessage, Upkeep};
 use crate::timestamp;
 
 /// Messages per import transaction: large enough that the commit's fsync is noise, small enough
@@ -134,8 +134,10 @@ fn import_command(config: &Config, args: &[String]) -> Result<ImportSummary, Cli
         _ => return Err(CliError::Usage("hookbox import [FILE|-]".to_owned())),
     };
     let mut store = Store::open(config).map_err(|error| CliError::Failed(error.to_string()))?;
+    // A live server may be using this database: only a new one gets a schema (and the text
+    // index as HOOKBOX_TEXT_INDEX says); an existing one is used as it is.
     store
-        .migrate()
+        .prepare_for_tool(config.text_index)
         .map_err(|error| CliError::Failed(error.to_string()))?;
     let summary = import(&mut store, input, &mut io::stderr())?;
     store.close();
@@ -239,7 +241,13 @@ fn store_batch(
             Inserted::Duplicate => summary.duplicate += 1,
         }
     }
-    store.after_commit();
+    // Upkeep between batches, as the writer does between commits (SQLite: checkpoints, and the
+    // text index if the database has one); retention is the server's.
+    store.maintain(&Upkeep {
+        moment: Moment::AfterCommit,
+        retention: Retention::default(),
+        work_waiting: &|| false,
+    });
     batch.clear();
     Ok(())
 }
