@@ -9,6 +9,7 @@ mod concurrency;
 mod export;
 mod growth;
 mod hostile;
+mod index_state;
 mod messages;
 mod migration;
 mod ops;

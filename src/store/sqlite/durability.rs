@@ -122,4 +122,77 @@ mod tests {
             "{why}"
         );
     }
+
+    mod store {
+        use crate::config::Durability;
+        use crate::message::Message;
+        use crate::store::sqlite::tests::{Rng, message, test_store};
+        use crate::store::{Store, StoreError};
+        use crate::timestamp;
+
+        fn synchronous(store: &crate::store::sqlite::Sqlite) -> i64 {
+            super::synchronous(&store.conn)
+        }
+
+        fn some_rows(rng: &mut Rng, from: usize) -> Vec<Message> {
+            (from..from + 20).map(|id| message(rng, id)).collect()
+        }
+
+        #[test]
+        fn index_work_leaves_synchronous_as_configured_even_when_it_fails() {
+            for durability in [Durability::Full, Durability::Normal] {
+                let mut test = test_store("sync", |options| {
+                    options.durability = durability;
+                    options.busy_timeout = std::time::Duration::from_millis(10);
+                });
+                let store = &mut test.store;
+                let level = synchronous(store);
+                assert_eq!(level, super::level_of(durability));
+                let mut rng = Rng(3);
+                let now = timestamp::now_utc();
+                store.insert_batch(&some_rows(&mut rng, 0), &now).unwrap();
+                assert_eq!(store.index_pending(7).unwrap(), 7);
+                assert_eq!(synchronous(store), level);
+                // An index chunk that cannot take the write lock fails; the setting is back.
+                let other = rusqlite::Connection::open(test.dir.join("t.db")).unwrap();
+                other.execute_batch("BEGIN IMMEDIATE").unwrap();
+                assert!(test.store.index_pending(7).is_err());
+                assert_eq!(synchronous(&test.store), level);
+                assert_eq!(test.store.broken(), None);
+            }
+        }
+
+        #[test]
+        fn a_store_that_cannot_restore_synchronous_refuses_writes_and_is_not_ready() {
+            let mut test = test_store("sync-broken", |_| {});
+            let mut rng = Rng(4);
+            let now = timestamp::now_utc();
+            test.store
+                .insert_batch(&some_rows(&mut rng, 0), &now)
+                .unwrap();
+            test.store.sabotage_restore = true;
+            test.store.index_pending(100).unwrap();
+            let why = test.store.broken().expect("marked broken");
+            assert!(why.contains("synchronous"), "{why}");
+            // Never a write acknowledged under the relaxed setting: every write is refused.
+            let refused = test.store.insert_batch(&some_rows(&mut rng, 100), &now);
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable(ref cause)) if *cause == why),
+                "{refused:?}"
+            );
+            assert!(test.store.index_pending(100).is_err());
+            let sqlite = std::mem::replace(
+                &mut test.store,
+                crate::store::sqlite::Sqlite::open(&crate::store::sqlite::tests::test_options(
+                    test.dir.join("t.db"),
+                ))
+                .unwrap(),
+            );
+            let mut store = Store::Sqlite(sqlite);
+            assert_eq!(store.check_ready(), Err(why.clone()));
+            assert_eq!(store.broken(), Some(why));
+            // A fresh connection (a restart) is not broken.
+            assert_eq!(test.store.broken(), None);
+        }
+    }
 }

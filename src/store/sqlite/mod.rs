@@ -59,6 +59,9 @@ pub struct Sqlite {
     broken: Option<String>,
     /// Whether this connection found the text index gone during a search (logged once).
     index_missing_logged: bool,
+    /// Tests make `synchronous` fail to be restored after index work (see `Relaxed`).
+    #[cfg(test)]
+    sabotage_restore: bool,
     /// `q` scans instead of using the index when its candidates are more than 1/`dense_share` of
     /// all rows (0: never; tests use that to exercise the index on tiny stores).
     dense_share: i64,

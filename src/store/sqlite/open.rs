@@ -116,6 +116,8 @@ impl Sqlite {
             synchronous: options.durability,
             broken: None,
             index_missing_logged: false,
+            #[cfg(test)]
+            sabotage_restore: false,
             dense_share: DENSE_SHARE,
             query_timeout: options.query_timeout,
             deadline,

@@ -12,7 +12,7 @@ use crate::timestamp;
 /// A store on a fresh file, removed on drop.
 pub(super) struct TestStore {
     pub(super) store: Sqlite,
-    dir: std::path::PathBuf,
+    pub(super) dir: std::path::PathBuf,
 }
 
 impl Drop for TestStore {

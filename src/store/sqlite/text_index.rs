@@ -110,8 +110,15 @@ impl Sqlite {
         if let Some(why) = &self.broken {
             return Err(StoreError::Unavailable(why.clone()));
         }
-        let relaxed =
+        #[cfg(test)]
+        let sabotage = self.sabotage_restore;
+        #[cfg_attr(not(test), allow(unused_mut))]
+        let mut relaxed =
             Relaxed::new(&self.conn, self.synchronous, &mut self.broken).map_err(store_error)?;
+        #[cfg(test)]
+        {
+            relaxed.sabotage = sabotage;
+        }
         let covered = (|| -> rusqlite::Result<usize> {
             let tx =
                 rusqlite::Transaction::new_unchecked(relaxed.conn, TransactionBehavior::Immediate)?;
