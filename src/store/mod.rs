@@ -161,6 +161,17 @@ impl Store {
         }
     }
 
+    /// A connection that only reads (`hookbox export`): creates and migrates nothing. SQLite opens
+    /// the file read-only; PostgreSQL connects as usual (export runs one read-only snapshot).
+    pub fn open_read_only(config: &Config) -> Result<Store, StoreError> {
+        match StoreOptions::from_config(config) {
+            StoreOptions::Sqlite(options) => {
+                sqlite::Sqlite::open_read_only(&options).map(Store::Sqlite)
+            }
+            postgres => Store::open_with(&postgres),
+        }
+    }
+
     /// The schema version this build brings the store to.
     pub fn schema_version(&self) -> i64 {
         match self {

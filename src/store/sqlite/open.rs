@@ -10,6 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::list::DENSE_SHARE;
+use super::migrate::SCHEMA_VERSION;
 use super::{Sqlite, store_error};
 use crate::store::{SqliteOptions, StoreError};
 use crate::text;
@@ -21,13 +22,78 @@ const PROGRESS_STEPS: i32 = 1000;
 /// the target boxes have little memory and the OS page cache sits behind it anyway.
 pub(super) const CACHE_KIB: i64 = 1024;
 
+/// Opening is the one place where "cannot open" names a setting, not a passing state.
+fn open_error(error: rusqlite::Error) -> StoreError {
+    match error {
+        rusqlite::Error::InvalidParameterName(reason) => StoreError::Internal(reason),
+        other => store_error(other),
+    }
+}
+
 impl Sqlite {
     /// Opens (creating if needed) the database file with the settings every connection shares.
     pub fn open(options: &SqliteOptions) -> Result<Sqlite, StoreError> {
-        Sqlite::open_connection(options).map_err(|error| match error {
-            // Opening is the one place where "cannot open" names a setting, not a passing state.
-            rusqlite::Error::InvalidParameterName(reason) => StoreError::Internal(reason),
-            other => store_error(other),
+        Sqlite::open_connection(options).map_err(open_error)
+    }
+
+    pub fn open_read_only(options: &SqliteOptions) -> Result<Sqlite, StoreError> {
+        let path = &options.path;
+        let mut uri = String::from("file:");
+        for &byte in path.as_os_str().as_encoded_bytes() {
+            if byte.is_ascii_alphanumeric() || b"/._-~".contains(&byte) {
+                uri.push(byte as char);
+            } else {
+                uri.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        let open = |parameters: &str| -> rusqlite::Result<Connection> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(format!("{uri}?{parameters}"), flags)?;
+            conn.busy_timeout(options.busy_timeout)?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+            if version != SCHEMA_VERSION {
+                return Err(rusqlite::Error::InvalidParameterName(match version {
+                    0 => format!(
+                        "{} is not a hookbox database (schema version 0)",
+                        path.display()
+                    ),
+                    _ => format!(
+                        "{} has schema version {version}, this build reads {SCHEMA_VERSION}; \
+                         start the server on it once to migrate",
+                        path.display()
+                    ),
+                }));
+            }
+            Ok(conn)
+        };
+        let wal = {
+            let mut name = path.clone().into_os_string();
+            name.push("-wal");
+            std::fs::metadata(name).map_or(0, |meta| meta.len())
+        };
+        let conn = match open("mode=ro") {
+            Ok(conn) => conn,
+            Err(error @ rusqlite::Error::InvalidParameterName(_)) => return Err(open_error(error)),
+            Err(_) if wal == 0 => open("immutable=1").map_err(open_error)?,
+            Err(error) => return Err(open_error(error)),
+        };
+        Ok(Sqlite {
+            conn,
+            wal_frames: Arc::new(AtomicI32::new(0)),
+            text_index: true,
+            // It writes nothing, so it has no upkeep to do.
+            index_upkeep: false,
+            synchronous: options.durability,
+            broken: None,
+            index_missing_logged: false,
+            #[cfg(test)]
+            sabotage_restore: false,
+            dense_share: DENSE_SHARE,
+            query_timeout: options.query_timeout,
+            deadline: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
         })
     }
 
