@@ -134,15 +134,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
     writer_store.migrate().map_err(database_error)?;
-    // Rows not yet in the text index (a tail left by the last run, or rows another program
-    // wrote) are indexed before serving, so every search starts from an empty tail.
-    if config.text_index_catch_up {
-        while writer_store
-            .index_pending(STARTUP_INDEX_CHUNK)
-            .map_err(database_error)?
-            > 0
-        {}
-    }
+    // Whether `q` has a text index is decided here, at the server's start, and nowhere else.
+    writer_store
+        .use_text_index(config.text_index)
+        .map_err(database_error)?;
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -253,9 +248,6 @@ fn durability(config: &Config) -> &'static str {
         Database::Postgres(_) => "synchronous_commit=on",
     }
 }
-
-/// Rows per transaction when the text index catches up at startup.
-const STARTUP_INDEX_CHUNK: usize = 50_000;
 
 /// Largest request head (request line and headers); larger → 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -11,6 +11,7 @@ mod edges;
 mod export;
 mod growth;
 mod hostile;
+mod index_state;
 mod messages;
 mod migration;
 mod ops;
