@@ -26,6 +26,9 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     /// The `X-Signature` header is missing or does not match the body.
     Unauthorized,
+    /// A route that needs the admin token (`Route::needs_admin`) was asked without
+    /// `Authorization: Bearer <HOOKBOX_ADMIN_TOKEN>`, or with another token.
+    BearerRequired,
     /// The body could not be read: malformed chunked encoding, or the connection failed.
     BadRequest(String),
     /// The client did not send its whole body within `HOOKBOX_READ_TIMEOUT_SECS`.
@@ -53,7 +56,7 @@ impl Error {
             Error::NotFound => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::PayloadTooLarge { .. } => 413,
-            Error::Unauthorized => 401,
+            Error::Unauthorized | Error::BearerRequired => 401,
             Error::BadRequest(_) => 400,
             Error::RequestTimeout => 408,
             Error::NotImplemented => 501,
@@ -72,6 +75,7 @@ impl Error {
                 json!(format!("request body is larger than {limit} bytes"))
             }
             Error::Unauthorized => json!("invalid signature"),
+            Error::BearerRequired => json!("unauthorized"),
             Error::BadRequest(ref message) => json!(message),
             Error::RequestTimeout => json!("request body not received in time"),
             Error::NotImplemented => json!("only the chunked transfer encoding is supported"),
@@ -84,6 +88,9 @@ impl Error {
         let mut response = Response::json(status, &json!({ "detail": detail }));
         match self {
             Error::MethodNotAllowed(allow) => response.headers.push(("Allow", allow.to_owned())),
+            Error::BearerRequired => response
+                .headers
+                .push(("WWW-Authenticate", "Bearer".to_owned())),
             Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => response
                 .headers
                 .push(("Retry-After", RETRY_AFTER_SECONDS.to_string())),
@@ -100,6 +107,7 @@ impl fmt::Display for Error {
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
             Error::PayloadTooLarge { limit } => write!(f, "body larger than {limit} bytes"),
             Error::Unauthorized => f.write_str("invalid signature"),
+            Error::BearerRequired => f.write_str("admin token missing or wrong"),
             Error::BadRequest(message) => write!(f, "bad request: {message}"),
             Error::RequestTimeout => f.write_str("request body not received in time"),
             Error::NotImplemented => f.write_str("unsupported transfer encoding"),

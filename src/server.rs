@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 
+use crate::auth;
 use crate::config::Config;
 use crate::config::Database;
 use crate::error::Error;
@@ -154,6 +155,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     if config.webhook_secret.is_none() {
         log::warn!(
             "WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready is not ready"
+        );
+    }
+    if auth::reads_open_to_the_network(&config) {
+        log::warn!(
+            host:% = config.host;
+            "HOOKBOX_ADMIN_TOKEN is not set and HOST is not a loopback address: anyone who can \
+             reach this port can read every stored message (/messages, /stats, /metrics)"
         );
     }
     let max_connections = connection_limit(&config);
@@ -307,6 +315,11 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
         Err(error) if !matches!(error, Error::PayloadTooLarge { .. }) => Err(error),
         _ => handler,
     };
+    // Locked reads are refused here, before they take a worker or a queue slot.
+    let handler = handler.and_then(|target| {
+        auth::check(route, &request, shared.config.admin_token.as_ref())?;
+        Ok(target)
+    });
     match handler {
         Err(error) => worker::finish(shared, pending, None, Err(error)),
         Ok(Target::Here(handler)) => {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod auth;
 mod binary;
 mod concurrency;
 mod edges;
