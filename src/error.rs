@@ -43,6 +43,9 @@ pub enum Error {
     /// The store could not serve the request (busy past the timeout, disk full, read-only, I/O);
     /// the sender should retry. The cause is logged; the client sees a generic reason.
     StorageUnavailable(String),
+    /// A webhook's commit did not finish within `HOOKBOX_COMMIT_TIMEOUT_SECS`: the message is not
+    /// acknowledged; it may still be stored, so a retry is safe (at worst a duplicate).
+    CommitTimeout,
     /// A read ran past `HOOKBOX_QUERY_TIMEOUT_MS` and was stopped; the client may retry (perhaps
     /// with narrower filters).
     QueryTimeout,
@@ -61,7 +64,10 @@ impl Error {
             Error::RequestTimeout => 408,
             Error::NotImplemented => 501,
             Error::Unprocessable(_) => 422,
-            Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => 503,
+            Error::Unavailable(_)
+            | Error::StorageUnavailable(_)
+            | Error::CommitTimeout
+            | Error::QueryTimeout => 503,
             Error::Internal(_) => 500,
         }
     }
@@ -82,6 +88,9 @@ impl Error {
             Error::Unprocessable(ref problems) => json!(problems),
             Error::Unavailable(reason) => json!(reason),
             Error::StorageUnavailable(_) => json!("storage unavailable, retry later"),
+            Error::CommitTimeout => {
+                json!("the store did not confirm the commit in time: not acknowledged, retry later")
+            }
             Error::QueryTimeout => json!("query took too long, retry later or narrow the filters"),
             Error::Internal(_) => json!("internal server error"),
         };
@@ -91,7 +100,10 @@ impl Error {
             Error::BearerRequired => response
                 .headers
                 .push(("WWW-Authenticate", "Bearer".to_owned())),
-            Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => response
+            Error::Unavailable(_)
+            | Error::StorageUnavailable(_)
+            | Error::CommitTimeout
+            | Error::QueryTimeout => response
                 .headers
                 .push(("Retry-After", RETRY_AFTER_SECONDS.to_string())),
             _ => {}
@@ -114,6 +126,7 @@ impl fmt::Display for Error {
             Error::Unprocessable(problems) => write!(f, "{} validation problem(s)", problems.len()),
             Error::Unavailable(reason) => write!(f, "unavailable: {reason}"),
             Error::StorageUnavailable(cause) => write!(f, "storage unavailable: {cause}"),
+            Error::CommitTimeout => f.write_str("commit not finished at the commit timeout"),
             Error::QueryTimeout => f.write_str("query stopped at the query timeout"),
             Error::Internal(message) => write!(f, "internal error: {message}"),
         }

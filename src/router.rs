@@ -62,6 +62,20 @@ impl Route {
         }
     }
 
+    /// Whether the route's answer may wait for the writer's commit, and so is bounded by
+    /// `HOOKBOX_COMMIT_TIMEOUT_SECS` (then 503: not acknowledged, a retry is safe).
+    pub fn waits_for_commit(self) -> bool {
+        match self {
+            Route::Webhook => true,
+            Route::Messages
+            | Route::Stats
+            | Route::Live
+            | Route::Ready
+            | Route::Metrics
+            | Route::Unmatched => false,
+        }
+    }
+
     pub fn lane(self) -> Lane {
         match self {
             Route::Messages | Route::Stats => Lane::Query,

@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod binary;
+mod commit_timeout;
 mod concurrency;
 mod edges;
 mod export;
