@@ -325,9 +325,9 @@ fn hookbox_import_refuses_the_same_over_cap_lines() {
     let summary = hookbox::cli::import(
         &mut store,
         Box::new(std::io::Cursor::new(input.into_bytes())),
+        65536,
         &mut report,
-    )
-    .unwrap();
+    );
     let report = String::from_utf8(report).unwrap();
     assert_eq!((summary.created, summary.invalid), (2, 3), "{report}");
     assert_eq!(summary.first_invalid, [2, 3, 4]);
