@@ -4,7 +4,9 @@
 
 mod support;
 
+mod auth;
 mod binary;
+mod commit_timeout;
 mod concurrency;
 mod conn;
 mod edges;
