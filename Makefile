@@ -1,17 +1,22 @@
 # hookbox — the everyday commands. `make help` lists them.
 .PHONY: help up down logs run test test-sqlite test-postgres lint bench bench-reads bench-pg soak
 
+# The compose v2 plugin (`docker compose`), or else the standalone v1 `docker-compose`.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 up: ## build and start the container (needs WEBHOOK_SECRET in your shell)
-	docker compose up -d --build
+	$(COMPOSE) up -d --build
 
-down: ## stop the container and delete its volume
-	docker compose down -v
+# --profile postgres: also what `docker compose --profile postgres up` started (the replicas,
+# PostgreSQL, their volumes and the network); a plain `down` leaves those running.
+down: ## stop every container (the postgres profile's too) and delete their volumes
+	$(COMPOSE) --profile postgres down -v --remove-orphans
 
 logs: ## follow the container's JSON logs
-	docker compose logs -f api
+	$(COMPOSE) logs -f api
 
 run: ## run the server locally on :8000 with ./hookbox.db
 	cargo run --release --locked
