@@ -159,10 +159,7 @@ pub fn import(
         let read = match read_line(&mut input, max_line_bytes, &mut line) {
             Ok(read) => read,
             Err(error) => {
-                summary.stopped = Some(format!(
-                    "reading line {}: {error}",
-                    summary.lines + 1
-                ));
+                summary.stopped = Some(format!("reading line {}: {error}", summary.lines + 1));
                 break;
             }
         };
@@ -181,11 +178,13 @@ pub fn import(
         if problem.is_none() && body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let problem = problem.map(Err).unwrap_or_else(|| match message::parse(body).result {
-            Ok(message) => Ok(message),
-            Err(Error::Unprocessable(problems)) => Err(describe(&problems)),
-            Err(other) => Err(other.to_string()),
-        });
+        let problem = problem
+            .map(Err)
+            .unwrap_or_else(|| match message::parse(body).result {
+                Ok(message) => Ok(message),
+                Err(Error::Unprocessable(problems)) => Err(describe(&problems)),
+                Err(other) => Err(other.to_string()),
+            });
         match problem {
             Ok(message) => {
                 batch_bytes += body.len();
@@ -195,12 +194,7 @@ pub fn import(
                 summary.invalid += 1;
                 if summary.first_invalid.len() < INVALID_SHOWN {
                     summary.first_invalid.push(summary.lines);
-                    let _ = writeln!(
-                        report,
-                        "line {}: {reason}: {}",
-                        summary.lines,
-                        quote(body)
-                    );
+                    let _ = writeln!(report, "line {}: {reason}: {}", summary.lines, quote(body));
                 }
             }
         }
