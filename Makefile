@@ -27,9 +27,12 @@ test-sqlite: ## the suite on SQLite (and the PostgreSQL-only tests, skipped if i
 	cargo test --locked --workspace
 
 # The same integration suite again, every server on its own throwaway PostgreSQL database.
-# binary:: runs the executable on SQLite URLs and postgres:: already ran: not repeated.
+# postgres:: already ran, and the binary tests run the executable on SQLite files: not repeated,
+# except binary::import, which follows the suite's store.
 test-postgres: ## the integration suite on PostgreSQL (127.0.0.1:5432 or HOOKBOX_TEST_PG_URL)
-	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip binary:: --skip postgres::
+	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip postgres:: \
+	  --skip binary::cli --skip binary::database_url --skip binary::export --skip binary::logs \
+	  --skip binary::signals --skip binary::startup
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
