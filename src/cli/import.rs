@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use super::CliError;
 use crate::config::Config;
-use crate::error::Error;
 use crate::message::{self, Message};
 use crate::problem::Problem;
 use crate::store::{Inserted, Store};
@@ -178,13 +177,11 @@ pub fn import(
         if problem.is_none() && body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let problem = problem
-            .map(Err)
-            .unwrap_or_else(|| match message::parse(body).result {
-                Ok(message) => Ok(message),
-                Err(Error::Unprocessable(problems)) => Err(describe(&problems)),
-                Err(other) => Err(other.to_string()),
-            });
+        let problem = problem.map(Err).unwrap_or_else(|| {
+            message::parse(body)
+                .result
+                .map_err(|invalid| describe(&invalid.0))
+        });
         match problem {
             Ok(message) => {
                 batch_bytes += body.len();
@@ -263,7 +260,7 @@ fn describe(problems: &[Problem]) -> String {
                     other => other.to_string(),
                 })
                 .collect();
-            format!("{}: {}", place.join("."), problem.msg)
+            format!("{}: {} ({})", place.join("."), problem.msg, problem.kind)
         })
         .collect::<Vec<_>>()
         .join("; ")
