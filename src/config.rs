@@ -28,7 +28,7 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// Most verbose level written to stdout.
     pub log_level: LevelFilter,
-    /// Address to listen on.
+    /// Address to listen on: an IP address literal (checked here; names are refused).
     pub host: String,
     /// Port to listen on; 0 lets the OS choose (tests use this).
     pub port: u16,
