@@ -1,4 +1,4 @@
-//! 4. Clients that never read their answers lose their own connections at the write deadline;
+//! Clients that never read their answers lose their own connections at the write deadline;
 //! answers they leave unread count against a budget for reads.
 
 use std::thread;
