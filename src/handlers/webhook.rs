@@ -41,7 +41,7 @@ fn check(
     }
     let parsed = message::parse(body);
     *message_id = parsed.message_id;
-    parsed.result
+    parsed.result.map_err(Error::from)
 }
 
 /// The answer for a message once the writer has committed it, or failed to.
