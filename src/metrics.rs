@@ -25,6 +25,9 @@ pub enum WebhookResult {
     MethodNotAllowed,
     /// Secret not configured, store failing, or shedding load (503).
     Unavailable,
+    /// The commit did not finish within `HOOKBOX_COMMIT_TIMEOUT_SECS` (503): not acknowledged.
+    /// It may still land, and then the sender's retry is a duplicate.
+    CommitTimeout,
     /// A bug (500).
     Error,
 }
@@ -48,6 +51,7 @@ impl WebhookResult {
             WebhookResult::BadRequest => "bad_request",
             WebhookResult::MethodNotAllowed => "method_not_allowed",
             WebhookResult::Unavailable => "unavailable",
+            WebhookResult::CommitTimeout => "commit_timeout",
             WebhookResult::Error => "error",
         }
     }

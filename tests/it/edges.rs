@@ -325,7 +325,7 @@ fn hookbox_import_refuses_the_same_over_cap_lines() {
     let summary = hookbox::cli::import(
         &mut store,
         Box::new(std::io::Cursor::new(input.into_bytes())),
-        64 * 1024,
+        65536,
         &mut report,
     );
     let report = String::from_utf8(report).unwrap();
