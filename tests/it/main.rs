@@ -4,8 +4,11 @@
 
 mod support;
 
+mod auth;
 mod binary;
+mod commit_timeout;
 mod concurrency;
+mod conn;
 mod edges;
 mod export;
 mod growth;
