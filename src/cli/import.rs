@@ -158,10 +158,7 @@ pub fn import(
         let read = match read_line(&mut input, max_line_bytes, &mut line) {
             Ok(read) => read,
             Err(error) => {
-                summary.stopped = Some(format!(
-                    "reading line {}: {error}",
-                    summary.lines + 1
-                ));
+                summary.stopped = Some(format!("reading line {}: {error}", summary.lines + 1));
                 break;
             }
         };
@@ -194,12 +191,7 @@ pub fn import(
                 summary.invalid += 1;
                 if summary.first_invalid.len() < INVALID_SHOWN {
                     summary.first_invalid.push(summary.lines);
-                    let _ = writeln!(
-                        report,
-                        "line {}: {reason}: {}",
-                        summary.lines,
-                        quote(body)
-                    );
+                    let _ = writeln!(report, "line {}: {reason}: {}", summary.lines, quote(body));
                 }
             }
         }

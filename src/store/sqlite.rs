@@ -219,7 +219,10 @@ impl Sqlite {
             let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
             if version != SCHEMA_VERSION {
                 return Err(rusqlite::Error::InvalidParameterName(match version {
-                    0 => format!("{} is not a hookbox database (schema version 0)", path.display()),
+                    0 => format!(
+                        "{} is not a hookbox database (schema version 0)",
+                        path.display()
+                    ),
                     _ => format!(
                         "{} has schema version {version}, this build reads {SCHEMA_VERSION}; \
                          start the server on it once to migrate",

@@ -52,7 +52,11 @@ fn export_of_a_missing_database_says_so_and_creates_nothing() {
         assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
         assert!(stderr.contains("no such database"), "{url}: {stderr}");
         assert!(out.stdout.is_empty());
-        assert_eq!(entries(dir.path()), Vec::<String>::new(), "{url}: created a file");
+        assert_eq!(
+            entries(dir.path()),
+            Vec::<String>::new(),
+            "{url}: created a file"
+        );
     }
 }
 
@@ -62,7 +66,12 @@ fn export_reads_a_read_only_snapshot_and_changes_nothing() {
     let dir = TempDir::new();
     let launch = stocked(&dir, 50);
     let expected = launch.run_args(&["export"], b"");
-    assert_eq!(expected.status.code(), Some(0), "{}", text(&expected.stderr));
+    assert_eq!(
+        expected.status.code(),
+        Some(0),
+        "{}",
+        text(&expected.stderr)
+    );
     assert_eq!(text(&expected.stdout).lines().count(), 50);
 
     // The snapshot: the database file alone, in a directory nobody may write.
@@ -78,7 +87,11 @@ fn export_reads_a_read_only_snapshot_and_changes_nothing() {
     std::fs::set_permissions(snapshot.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), text(&expected.stdout));
-    assert_eq!(std::fs::read(&db).unwrap(), before, "export changed the file");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "export changed the file"
+    );
 }
 
 #[test]

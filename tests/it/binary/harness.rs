@@ -363,7 +363,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-
 /// Spawns on a port picked here, for levels that filter out the "listening" line, and waits until
 /// HTTP answers. If another process grabs the port in between, the server exits 1: try again.
 pub fn start_on_free_port(launch: Launch) -> (Proc, SocketAddr) {
@@ -391,10 +390,13 @@ pub fn start_on_free_port(launch: Launch) -> (Proc, SocketAddr) {
     }
 }
 
-
 /// Reads one response by `Content-Length` from `stream` within `within`, or `None` (closed or
 /// timed out). Bytes after it stay in `raw` for the next call (pipelined answers).
-pub fn response_within(stream: &mut TcpStream, raw: &mut Vec<u8>, within: Duration) -> Option<Resp> {
+pub fn response_within(
+    stream: &mut TcpStream,
+    raw: &mut Vec<u8>,
+    within: Duration,
+) -> Option<Resp> {
     let started = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
@@ -430,7 +432,6 @@ pub fn response_within(stream: &mut TcpStream, raw: &mut Vec<u8>, within: Durati
         }
     }
 }
-
 
 /// Reads the interim `100 Continue` the server sends for `Expect: 100-continue` once it has read
 /// the head: the handshake that says a request is in flight.

@@ -53,7 +53,10 @@ fn an_invalid_line_is_quoted_in_at_most_200_characters() {
         "quoted at length ({} characters): {line1}",
         line1.chars().count()
     );
-    assert!(stderr.contains("line 2:") && stderr.contains("from"), "{stderr}");
+    assert!(
+        stderr.contains("line 2:") && stderr.contains("from"),
+        "{stderr}"
+    );
     assert!(
         stderr.ends_with("invalid=2 first_invalid_lines=1,2\n"),
         "{stderr}"
@@ -72,17 +75,24 @@ fn a_line_longer_than_the_body_limit_is_invalid_and_the_rest_is_stored() {
     let input = format!("{}{padded}{}", ndjson(1), ndjson(2).lines().nth(1).unwrap());
     let out = launch.run_args(&["import"], input.as_bytes());
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", &stderr[..stderr.len().min(2000)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
     assert!(
         stderr.contains("line 2: longer than HOOKBOX_MAX_BODY_BYTES (1000 bytes)"),
         "{}",
         &stderr[..stderr.len().min(2000)]
     );
-    assert!(stderr.len() < 2000, "the long line was echoed: {} bytes", stderr.len());
     assert!(
-        stderr.ends_with(
-            "lines=3 created=2 duplicate=0 invalid=1 first_invalid_lines=2\n"
-        ),
+        stderr.len() < 2000,
+        "the long line was echoed: {} bytes",
+        stderr.len()
+    );
+    assert!(
+        stderr.ends_with("lines=3 created=2 duplicate=0 invalid=1 first_invalid_lines=2\n"),
         "{stderr}"
     );
     assert_eq!(exported_lines(&launch), 2);

@@ -134,7 +134,6 @@ fn sigterm_right_after_start_still_exits_0() {
     assert_eq!(run.json_lines().last().unwrap()["msg"], "stopped");
 }
 
-
 /// SIGTERM while a keep-alive connection has a request in flight (its body half sent) and another
 /// keep-alive connection sits idle: the request is answered with `Connection: close`, the process
 /// exits 0 within the grace period, and every acknowledged message is stored.

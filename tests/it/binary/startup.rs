@@ -90,7 +90,6 @@ fn port_in_use_exits_1_naming_the_address() {
     );
 }
 
-
 #[test]
 fn without_a_secret_the_server_starts_but_is_not_ready() {
     for secret in [None, Some("")] {
@@ -134,4 +133,3 @@ fn without_a_secret_the_server_starts_but_is_not_ready() {
         assert_eq!(stored_rows(&dir.path().join("test.db")), 0);
     }
 }
-
