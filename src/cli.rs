@@ -295,6 +295,8 @@ mod tests {
             &["export", "--since", "2025-02-30T00:00:00Z"],
             &["export", "--from", "919876543210"],
             &["export", "--from", ""],
+            &["export", "--from", "+"],
+            &["export", "--from", &format!("+{}", "9".repeat(33))],
             &["help", "nothing"],
             &["--help", "extra"],
             &["--version", "extra"],

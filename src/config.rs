@@ -5,6 +5,7 @@
 //! the process environment, which is global and racy under parallel tests.
 
 mod database;
+mod size;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -12,6 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
+
+pub use size::DEFAULT_MAX_BODY_BUFFER_MIB;
+use size::{MAX_BODY_BUFFER_MIB, mebibytes};
 
 pub use database::{Database, parse_database_url, redact_url};
 
@@ -24,7 +28,7 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// Most verbose level written to stdout.
     pub log_level: LevelFilter,
-    /// Address to listen on.
+    /// Address to listen on: an IP address literal (checked here; names are refused).
     pub host: String,
     /// Port to listen on; 0 lets the OS choose (tests use this).
     pub port: u16,
@@ -58,7 +62,10 @@ pub struct Config {
     pub query_timeout: Duration,
     /// Reads are refused (503) while answers of more than this many bytes wait for clients that
     /// are not reading them.
-    pub max_held_answer_bytes: usize,
+    pub max_held_answer_bytes: u64,
+    /// Bytes of request bodies all connections together may hold in memory; a body that would
+    /// take them over is answered 503 unread (`HOOKBOX_MAX_BODY_BUFFER_MIB`).
+    pub max_body_buffer_bytes: u64,
     /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
     pub text_index: bool,
     /// Whether the writer adds new rows to SQLite's text index between commits. Always on in
@@ -236,9 +243,13 @@ impl Config {
                 2000,
                 1..=3_600_000,
             )?),
-            max_held_answer_bytes: number(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?
-                * 1024
-                * 1024,
+            max_held_answer_bytes: mebibytes(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?,
+            max_body_buffer_bytes: mebibytes(
+                &get,
+                "HOOKBOX_MAX_BODY_BUFFER_MIB",
+                DEFAULT_MAX_BODY_BUFFER_MIB,
+                1..=MAX_BODY_BUFFER_MIB,
+            )?,
             text_index: match get("HOOKBOX_TEXT_INDEX") {
                 None => true,
                 Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
@@ -468,6 +479,8 @@ mod tests {
             ("HOOKBOX_MAX_CONNECTIONS", "0"),
             ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
             ("HOOKBOX_MAX_HELD_ANSWERS_MIB", "4097"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "0"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "65537"),
             ("HOOKBOX_TEXT_INDEX", "yes"),
             ("HOOKBOX_RETAIN_MESSAGES", "-1"),
             ("HOOKBOX_RETAIN_DAYS", "1.5"),

@@ -4,7 +4,7 @@
 //! connection per worker, binds the listener, and only then spawns threads, so every startup
 //! problem is reported before anything serves.
 //!
-//! Who waits for whom: each connection's own thread (in `tiny_http::serve`) reads a whole request,
+//! Who waits for whom: each connection's own thread (in `conn`) reads a whole request,
 //! then calls `answer` below, which puts it on a *bounded* lane queue (or answers 503 itself when
 //! the lane is full) and waits for the response; then the connection thread writes it. Workers
 //! only compute, so a slow or hostile client holds its own thread and nobody else's.
@@ -17,11 +17,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 
 use crate::auth;
 use crate::config::Config;
 use crate::config::Database;
+use crate::conn::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 use crate::error::Error;
 use crate::handlers::WebhookNote;
 use crate::http::{self, Response};
@@ -39,6 +39,8 @@ pub enum StartError {
     Database(String),
     /// The address could not be bound.
     Listen(String),
+    /// A thread could not be started (out of memory or of threads).
+    Thread(String),
 }
 
 impl fmt::Display for StartError {
@@ -46,6 +48,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Database(message) => write!(f, "database: {message}"),
             StartError::Listen(message) => write!(f, "listen: {message}"),
+            StartError::Thread(message) => write!(f, "thread: {message}"),
         }
     }
 }
@@ -133,15 +136,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
     writer_store.migrate().map_err(database_error)?;
-    // Rows not yet in the text index (a tail left by the last run, or rows another program
-    // wrote) are indexed before serving, so every search starts from an empty tail.
-    if config.text_index_catch_up {
-        while writer_store
-            .index_pending(STARTUP_INDEX_CHUNK)
-            .map_err(database_error)?
-            > 0
-        {}
-    }
+    // Whether `q` has a text index is decided here, at the server's start, and nowhere else.
+    writer_store
+        .use_text_index(config.text_index)
+        .map_err(database_error)?;
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -188,6 +186,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         max_head_bytes: MAX_HEAD_BYTES,
         max_headers: MAX_HEADERS,
         max_connections,
+        body_budget: config.max_body_buffer_bytes,
     };
     let grace = config.shutdown_grace;
 
@@ -220,9 +219,11 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || worker::run(shared, store, writer, queues))
-                .expect("spawning a worker thread")
+                .map_err(|error| {
+                    StartError::Thread(format!("cannot start worker-{index}: {error}"))
+                })
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     drop(writer);
 
     let (failure_sender, failure) = crossbeam_channel::bounded(1);
@@ -232,9 +233,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     });
     let lanes = Lanes { fast, query };
     let handler_shared = Arc::clone(&shared);
-    let handler: serve::Handler =
+    let handler: conn::Handler =
         Arc::new(move |incoming| answer(&handler_shared, &lanes, incoming));
-    let serving = serve::serve(listener, limits, handler, observer).map_err(listen_error)?;
+    let serving = conn::serve(listener, limits, handler, observer)
+        .map_err(|error| StartError::Thread(format!("cannot start the accept thread: {error}")))?;
     Ok(ServerHandle {
         addr,
         serving: Some(serving),
@@ -255,9 +257,6 @@ fn durability(config: &Config) -> &'static str {
         Database::Postgres(_) => "synchronous_commit=on",
     }
 }
-
-/// Rows per transaction when the text index catches up at startup.
-const STARTUP_INDEX_CHUNK: usize = 50_000;
 
 /// Largest request head (request line and headers); larger → 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -344,7 +343,7 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
                 Lane::Query => &lanes.query,
             };
             let held = shared.held_answer_bytes.load(Ordering::Relaxed);
-            if route.lane() == Lane::Query && held > shared.config.max_held_answer_bytes {
+            if route.lane() == Lane::Query && held as u64 > shared.config.max_held_answer_bytes {
                 shared.metrics.observe_shed(Queue::Answers);
                 let busy =
                     Error::Unavailable("too many answers waiting for their clients, retry later");
@@ -464,6 +463,14 @@ impl Observer for Connections {
         self.shared
             .held_answer_bytes
             .fetch_sub(body_bytes, Ordering::Relaxed);
+    }
+
+    fn body_buffer_changed(&self, delta: i64) {
+        self.shared.metrics.body_buffer_bytes.add(delta);
+    }
+
+    fn spawn_failed(&self, error: &std::io::Error) {
+        log::error!("could not start a thread for a new connection; it was closed: {error}");
     }
 
     fn accept_failed(&self, error: &std::io::Error) {

@@ -140,3 +140,23 @@ fn export_to_a_full_device_is_an_output_error() {
     assert!(stderr.contains("writing stdout"), "{stderr}");
     assert!(!stderr.contains("store"), "not the store's fault: {stderr}");
 }
+
+#[test]
+fn export_of_a_file_that_is_not_a_hookbox_database_changes_nothing() {
+    let dir = TempDir::new();
+    for (name, contents) in [("empty.db", &b""[..]), ("notes.db", b"just some text\n")] {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+        let out = Launch::new(dir.path())
+            .env("DATABASE_URL", name)
+            .run_args(&["export"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}");
+        assert!(stderr.contains("not a"), "{name}: {stderr}");
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            contents,
+            "{name}"
+        );
+    }
+}
