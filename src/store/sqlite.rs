@@ -240,7 +240,16 @@ impl Sqlite {
         let conn = match open("mode=ro") {
             Ok(conn) => conn,
             Err(error @ rusqlite::Error::InvalidParameterName(_)) => return Err(open_error(error)),
-            Err(_) if wal == 0 => open("immutable=1").map_err(open_error)?,
+            // Only for "cannot set up the shared memory": a busy or damaged file is an error.
+            Err(error)
+                if wal == 0
+                    && matches!(
+                        error.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+                    ) =>
+            {
+                open("immutable=1").map_err(open_error)?
+            }
             Err(error) => return Err(open_error(error)),
         };
         Ok(Sqlite {
