@@ -64,6 +64,8 @@ pub struct Config {
     pub retain_messages: u64,
     /// Drop messages that arrived more than this many days ago; 0: keep them forever.
     pub retain_days: u64,
+    /// The senders beyond `/webhook`'s own dialect, and every secret's previous value.
+    pub senders: Senders,
 }
 
 /// The store `DATABASE_URL` names.
@@ -269,6 +271,7 @@ impl Config {
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
+            senders: senders(&get)?,
         })
     }
 
@@ -403,6 +406,205 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+// ---- senders (WhatsApp Cloud API, Twilio, Standard Webhooks) and secret rotation -------------
+
+/// Which of a sender's keys verified a request: said in logs and metrics, never the key itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySlot {
+    Current,
+    /// The `…_PREVIOUS` variable, accepted while it is set (during a rotation).
+    Previous,
+}
+
+impl KeySlot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySlot::Current => "current",
+            KeySlot::Previous => "previous",
+        }
+    }
+}
+
+/// A sender's key and, during a rotation, its previous one. `Debug` never shows either.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    current: Vec<u8>,
+    previous: Option<Vec<u8>>,
+}
+
+impl Keys {
+    pub fn new(current: impl Into<Vec<u8>>, previous: Option<Vec<u8>>) -> Keys {
+        Keys {
+            current: current.into(),
+            previous,
+        }
+    }
+
+    /// The first key (current, then previous) for which `verifies` holds.
+    pub fn find(&self, verifies: impl Fn(&[u8]) -> bool) -> Option<KeySlot> {
+        if verifies(&self.current) {
+            return Some(KeySlot::Current);
+        }
+        self.previous
+            .as_deref()
+            .filter(|key| verifies(key))
+            .map(|_| KeySlot::Previous)
+    }
+
+    /// The key a sender signs with now (`hookbox sign`).
+    pub fn current(&self) -> &[u8] {
+        &self.current
+    }
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let previous = if self.previous.is_some() {
+            "set"
+        } else {
+            "unset"
+        };
+        write!(f, "Keys(<redacted>, previous {previous})")
+    }
+}
+
+/// What the senders of SPEC Part 3 are configured with. `None`: that sender answers 503.
+#[derive(Debug, Clone)]
+pub struct Senders {
+    /// `HOOKBOX_WEBHOOK_SECRET_PREVIOUS`: also accepted on `/webhook` while set.
+    pub webhook_previous: Option<Secret>,
+    /// `HOOKBOX_WHATSAPP_VERIFY_TOKEN`: the subscription handshake (`GET /webhook/whatsapp`).
+    pub whatsapp_verify_token: Option<Secret>,
+    /// `HOOKBOX_WHATSAPP_APP_SECRET` (`_PREVIOUS`): `X-Hub-Signature-256`.
+    pub whatsapp_app_secret: Option<Keys>,
+    /// `HOOKBOX_TWILIO_AUTH_TOKEN` (`_PREVIOUS`) and `HOOKBOX_PUBLIC_URL`.
+    pub twilio: Option<Twilio>,
+    /// `HOOKBOX_STANDARD_WEBHOOKS_SECRET` (`_PREVIOUS`), base64-decoded (`whsec_` dropped).
+    pub standard: Option<Keys>,
+    /// `HOOKBOX_SIGNATURE_TOLERANCE_SECS`: how far a Standard Webhooks timestamp may be from now.
+    pub tolerance: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Twilio {
+    pub auth_token: Keys,
+    /// The scheme and host Twilio calls (`https://hooks.example.com`), without a trailing `/`:
+    /// behind a TLS proxy hookbox cannot know it, and the signature covers it.
+    pub public_url: String,
+}
+
+fn senders(get: &impl Fn(&str) -> Option<String>) -> Result<Senders, ConfigError> {
+    let webhook_previous = get("HOOKBOX_WEBHOOK_SECRET_PREVIOUS").map(Secret);
+    if webhook_previous.is_some() && get("WEBHOOK_SECRET").is_none() {
+        return Err(previous_without_current("HOOKBOX_WEBHOOK_SECRET_PREVIOUS"));
+    }
+    let raw = |name: &'static str| Ok(get(name).map(String::into_bytes));
+    let whatsapp_app_secret = keys(
+        [
+            "HOOKBOX_WHATSAPP_APP_SECRET",
+            "HOOKBOX_WHATSAPP_APP_SECRET_PREVIOUS",
+        ],
+        raw,
+    )?;
+    let auth_token = keys(
+        [
+            "HOOKBOX_TWILIO_AUTH_TOKEN",
+            "HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS",
+        ],
+        raw,
+    )?;
+    let public_url = get("HOOKBOX_PUBLIC_URL")
+        .map(|url| {
+            let url = url.trim().trim_end_matches('/').to_owned();
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            match host {
+                Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => Ok(url),
+                _ => Err(ConfigError {
+                    variable: "HOOKBOX_PUBLIC_URL",
+                    reason: format!("{url:?} is not an http:// or https:// URL"),
+                }),
+            }
+        })
+        .transpose()?;
+    let twilio = match (auth_token, public_url) {
+        (Some(auth_token), Some(public_url)) => Some(Twilio {
+            auth_token,
+            public_url,
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError {
+                variable: "HOOKBOX_PUBLIC_URL",
+                reason: "HOOKBOX_TWILIO_AUTH_TOKEN is set: Twilio signs the public URL it \
+                         calls, so give it (e.g. https://hooks.example.com)"
+                    .to_owned(),
+            });
+        }
+        (None, _) => None,
+    };
+    let standard = keys(
+        [
+            "HOOKBOX_STANDARD_WEBHOOKS_SECRET",
+            "HOOKBOX_STANDARD_WEBHOOKS_SECRET_PREVIOUS",
+        ],
+        |name| {
+            get(name)
+                .map(|value| {
+                    standard_secret(&value).ok_or_else(|| ConfigError {
+                        variable: name,
+                        reason: "is not whsec_ followed by base64".to_owned(),
+                    })
+                })
+                .transpose()
+        },
+    )?;
+    Ok(Senders {
+        webhook_previous,
+        whatsapp_verify_token: get("HOOKBOX_WHATSAPP_VERIFY_TOKEN").map(Secret),
+        whatsapp_app_secret,
+        twilio,
+        standard,
+        tolerance: Duration::from_secs(number(
+            get,
+            "HOOKBOX_SIGNATURE_TOLERANCE_SECS",
+            300,
+            1..=86_400,
+        )?),
+    })
+}
+
+/// A key and its `_PREVIOUS`, each read by `read` (which names the variable in its error).
+fn keys(
+    [name, previous_name]: [&'static str; 2],
+    read: impl Fn(&'static str) -> Result<Option<Vec<u8>>, ConfigError>,
+) -> Result<Option<Keys>, ConfigError> {
+    match (read(name)?, read(previous_name)?) {
+        (Some(current), previous) => Ok(Some(Keys::new(current, previous))),
+        (None, Some(_)) => Err(previous_without_current(previous_name)),
+        (None, None) => Ok(None),
+    }
+}
+
+fn previous_without_current(variable: &'static str) -> ConfigError {
+    ConfigError {
+        variable,
+        reason: "is set but the current secret is not; set both during a rotation".to_owned(),
+    }
+}
+
+/// A Standard Webhooks secret: `whsec_` and the base64 of the key (the prefix is optional, as
+/// in the official libraries).
+pub fn standard_secret(value: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = value.trim();
+    let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|key| !key.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +713,42 @@ mod tests {
     }
 
     #[test]
+    fn senders_are_configured_only_when_their_variables_are_set() {
+        let none = config(&[]).unwrap().senders;
+        assert!(none.whatsapp_app_secret.is_none() && none.twilio.is_none());
+        assert!(none.standard.is_none() && none.whatsapp_verify_token.is_none());
+        assert_eq!(none.tolerance, Duration::from_secs(300));
+        let all = config(&[
+            ("WEBHOOK_SECRET", "s"),
+            ("HOOKBOX_WEBHOOK_SECRET_PREVIOUS", "old-s"),
+            ("HOOKBOX_WHATSAPP_APP_SECRET", "app-secret"),
+            ("HOOKBOX_TWILIO_AUTH_TOKEN", "token"),
+            ("HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS", "old-token"),
+            ("HOOKBOX_PUBLIC_URL", "https://hooks.example.com/"),
+            (
+                "HOOKBOX_STANDARD_WEBHOOKS_SECRET",
+                "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            ),
+        ])
+        .unwrap()
+        .senders;
+        let twilio = all.twilio.as_ref().unwrap();
+        assert_eq!(twilio.public_url, "https://hooks.example.com");
+        assert_eq!(
+            twilio.auth_token.find(|key| key == b"old-token"),
+            Some(KeySlot::Previous)
+        );
+        assert_eq!(all.standard.as_ref().unwrap().current().len(), 24);
+        let shown = format!("{all:?}");
+        for secret in ["old-s", "app-secret", "old-token", "C2FVsBQ"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        // Twilio signs the URL it calls: without it, the token alone is a startup error.
+        let error = config(&[("HOOKBOX_TWILIO_AUTH_TOKEN", "t")]).unwrap_err();
+        assert_eq!(error.variable, "HOOKBOX_PUBLIC_URL");
+    }
+
+    #[test]
     fn log_levels_are_case_insensitive() {
         assert_eq!(
             config(&[("LOG_LEVEL", "debug")]).unwrap().log_level,
@@ -549,6 +787,11 @@ mod tests {
             ("HOOKBOX_TEXT_INDEX", "yes"),
             ("HOOKBOX_RETAIN_MESSAGES", "-1"),
             ("HOOKBOX_RETAIN_DAYS", "1.5"),
+            ("HOOKBOX_SIGNATURE_TOLERANCE_SECS", "0"),
+            ("HOOKBOX_STANDARD_WEBHOOKS_SECRET", "whsec_!!!"),
+            ("HOOKBOX_PUBLIC_URL", "hooks.example.com"),
+            ("HOOKBOX_WEBHOOK_SECRET_PREVIOUS", "old"),
+            ("HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS", "old"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();

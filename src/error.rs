@@ -25,6 +25,9 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     /// The `X-Signature` header is missing or does not match the body.
     Unauthorized,
+    /// A sender's verification failed where its own libraries answer 403 (a Twilio signature,
+    /// the WhatsApp subscription handshake); carries the detail shown.
+    Forbidden(&'static str),
     /// The body could not be read: malformed chunked encoding, or the connection failed.
     BadRequest(String),
     /// The client did not send its whole body within `HOOKBOX_READ_TIMEOUT_SECS`.
@@ -53,6 +56,7 @@ impl Error {
             Error::MethodNotAllowed(_) => 405,
             Error::PayloadTooLarge { .. } => 413,
             Error::Unauthorized => 401,
+            Error::Forbidden(_) => 403,
             Error::BadRequest(_) => 400,
             Error::RequestTimeout => 408,
             Error::NotImplemented => 501,
@@ -71,6 +75,7 @@ impl Error {
                 json!(format!("request body is larger than {limit} bytes"))
             }
             Error::Unauthorized => json!("invalid signature"),
+            Error::Forbidden(detail) => json!(detail),
             Error::BadRequest(ref message) => json!(message),
             Error::RequestTimeout => json!("request body not received in time"),
             Error::NotImplemented => json!("only the chunked transfer encoding is supported"),
@@ -99,6 +104,7 @@ impl fmt::Display for Error {
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
             Error::PayloadTooLarge { limit } => write!(f, "body larger than {limit} bytes"),
             Error::Unauthorized => f.write_str("invalid signature"),
+            Error::Forbidden(detail) => write!(f, "forbidden: {detail}"),
             Error::BadRequest(message) => write!(f, "bad request: {message}"),
             Error::RequestTimeout => f.write_str("request body not received in time"),
             Error::NotImplemented => f.write_str("unsupported transfer encoding"),
