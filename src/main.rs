@@ -1,6 +1,7 @@
 //! The `hookbox` binary: read the config, serve until SIGTERM/SIGINT, shut down gracefully.
 //! `hookbox healthcheck` instead asks the running server whether it is ready (for containers);
-//! `hookbox export` and `hookbox import` move messages out of and into the store (see `cli`).
+//! `hookbox export` and `hookbox import` move messages out of and into the store (see `cli`);
+//! `hookbox sign` prints a body's signature headers (see `sign`).
 //!
 //! Exit codes: 0 after a clean shutdown (or a ready server, or a clean export/import), 1 when the
 //! server cannot start or stops accepting (or is not ready, or an import had invalid lines), 2
@@ -34,9 +35,10 @@ fn main() -> ExitCode {
             }
             return hookbox::cli::run(&config, command, &args[2..]);
         }
+        Some("sign") => return hookbox::sign::run(&config, &args[2..]),
         Some(other) => {
             log::error!(
-                "unknown argument {other:?}; the subcommands are `healthcheck`, `export`, `import`"
+                "unknown argument {other:?}; the subcommands are `healthcheck`, `export`, `import`, `sign`"
             );
             return ExitCode::from(2);
         }
