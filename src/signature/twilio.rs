@@ -36,8 +36,10 @@ pub fn sign(key: &[u8], url: &str, params: &[(String, String)]) -> String {
 
 fn digest(key: &[u8], url: &str, params: &[(String, String)]) -> [u8; 20] {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    // By name; a repeated name's values in order too, as Twilio's libraries sort them.
+    // By name, a repeated name's values in order too, and a pair sent twice counted once: as
+    // Twilio's `RequestValidator` does (`sorted(set(values))`).
     sorted.sort();
+    sorted.dedup();
     let mut mac = hmac::Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(url.as_bytes());
     for (name, value) in sorted {

@@ -278,10 +278,18 @@ fn a_well_signed_malformed_payload_is_a_200_counted_invalid_with_nothing_stored(
     );
 }
 
+/// Method, target, headers, the expected detail.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[test]
 fn senders_not_configured_answer_503_with_their_name() {
     let server = TestServer::start();
-    let cases: [(&str, &str, &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         ("POST", "/webhook/whatsapp", &[], "whatsapp not configured"),
         (
             "GET",
