@@ -4,11 +4,18 @@
 //! `Config::from_lookup` takes any lookup function so tests can build configs without touching
 //! the process environment, which is global and racy under parallel tests.
 
+mod database;
+mod senders;
+
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
+
+pub use database::{Database, parse_database_url, redact_url};
+pub use senders::{KeySlot, Keys, Senders, Twilio, standard_secret};
 
 /// Everything the server needs to start, already validated.
 #[derive(Debug, Clone)]
@@ -66,36 +73,6 @@ pub struct Config {
     pub retain_days: u64,
     /// The senders beyond `/webhook`'s own dialect, and every secret's previous value.
     pub senders: Senders,
-}
-
-/// The store `DATABASE_URL` names.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Database {
-    /// An SQLite file (the embedded default): one box, one file.
-    Sqlite(PathBuf),
-    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`), kept as given: several
-    /// hookbox instances may share the database it names.
-    Postgres(String),
-}
-
-impl Database {
-    /// What the logs may say about the store: the file, or the URL with any password hidden.
-    pub fn describe(&self) -> String {
-        match self {
-            Database::Sqlite(path) => path.display().to_string(),
-            Database::Postgres(url) => redact_url(url),
-        }
-    }
-}
-
-/// `Debug` never shows a password, so a logged config cannot leak it.
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Database::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
-        }
-    }
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -182,7 +159,13 @@ impl Config {
                 reason: format!("{raw:?} is not one of ERROR, WARN, INFO, DEBUG"),
             })?,
         };
-        let host = get("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
+        let host = match get("HOST") {
+            None => "0.0.0.0".to_owned(),
+            Some(raw) => parse_host(&raw).map_err(|reason| ConfigError {
+                variable: "HOST",
+                reason,
+            })?,
+        };
 
         Ok(Config {
             database,
@@ -271,7 +254,7 @@ impl Config {
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
-            senders: senders(&get)?,
+            senders: senders::from_lookup(&get)?,
         })
     }
 
@@ -323,6 +306,21 @@ where
     }
 }
 
+/// `HOST` is an IP address literal, v4 or v6, written as it is (no brackets, no port, no
+/// spaces). Names such as `localhost` are refused: what a name resolves to (127.0.0.1, ::1, or
+/// both) depends on the machine, and the address the server listens on should not.
+fn parse_host(raw: &str) -> Result<String, String> {
+    match raw.parse::<IpAddr>() {
+        Ok(_) => Ok(raw.to_owned()),
+        Err(_) if raw == "localhost" => {
+            Err("\"localhost\" is a name, not an address; use 127.0.0.1 (or ::1)".to_owned())
+        }
+        Err(_) => Err(format!(
+            "{raw:?} is not an IP address such as 0.0.0.0, 127.0.0.1 or :: (no port, no brackets)"
+        )),
+    }
+}
+
 fn parse_log_level(raw: &str) -> Option<LevelFilter> {
     match raw.trim().to_ascii_uppercase().as_str() {
         "ERROR" => Some(LevelFilter::Error),
@@ -331,278 +329,6 @@ fn parse_log_level(raw: &str) -> Option<LevelFilter> {
         "DEBUG" => Some(LevelFilter::Debug),
         _ => None,
     }
-}
-
-/// `postgres://…` or `postgresql://…` → PostgreSQL (the URL must parse as a libpq connection
-/// URL); `sqlite:////abs/path.db` → `/abs/path.db`; `sqlite:///rel.db` → `rel.db` (relative to
-/// the working directory); a bare path is taken as it is. Anything else is an error.
-pub fn parse_database_url(url: &str) -> Result<Database, String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return match url.parse::<postgres::Config>() {
-            Ok(_) => Ok(Database::Postgres(url.to_owned())),
-            // The parser's message never quotes the URL back, so no password reaches the log.
-            Err(error) => Err(format!("{}: {error}", redact_url(url))),
-        };
-    }
-    let path = if let Some(rest) = url.strip_prefix("sqlite:///") {
-        rest
-    } else if url.starts_with("sqlite:") {
-        return Err(format!(
-            "{url:?} is not sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        ));
-    } else if url.contains("://") {
-        return Err(format!(
-            "{:?}: only sqlite:// and postgres:// URLs are supported",
-            redact_url(url)
-        ));
-    } else {
-        url
-    };
-    if path.is_empty() || path.ends_with('/') {
-        return Err(format!("{url:?} does not name a database file"));
-    }
-    if path.contains('?') {
-        return Err(format!("{url:?}: URL parameters are not supported"));
-    }
-    if path == ":memory:" {
-        return Err(
-            "an in-memory database cannot be shared between workers; name a file".to_owned(),
-        );
-    }
-    Ok(Database::Sqlite(PathBuf::from(path)))
-}
-
-/// The URL with the password of its user part (`user:password@`) and any `password=` parameter
-/// replaced by `<redacted>`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = url.find("://") {
-        let start = scheme_end + 3;
-        let authority_end = url[start..]
-            .find(['/', '?'])
-            .map_or(url.len(), |index| start + index);
-        // The last `@` ends the user part: a password may contain an unencoded `@`.
-        if let Some(at) = url[start..authority_end].rfind('@') {
-            let userinfo = &url[start..start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out = format!("{}:<redacted>{}", &url[..start + colon], &url[start + at..]);
-            }
-        }
-    }
-    if let Some(query_start) = out.find('?') {
-        let (head, query) = out.split_at(query_start + 1);
-        let query = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=<redacted>")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
-    }
-    out
-}
-
-// ---- senders (WhatsApp Cloud API, Twilio, Standard Webhooks) and secret rotation -------------
-
-/// Which of a sender's keys verified a request: said in logs and metrics, never the key itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeySlot {
-    Current,
-    /// The `…_PREVIOUS` variable, accepted while it is set (during a rotation).
-    Previous,
-}
-
-impl KeySlot {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeySlot::Current => "current",
-            KeySlot::Previous => "previous",
-        }
-    }
-}
-
-/// A sender's key and, during a rotation, its previous one. `Debug` never shows either.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Keys {
-    current: Vec<u8>,
-    previous: Option<Vec<u8>>,
-}
-
-impl Keys {
-    pub fn new(current: impl Into<Vec<u8>>, previous: Option<Vec<u8>>) -> Keys {
-        Keys {
-            current: current.into(),
-            previous,
-        }
-    }
-
-    /// The first key (current, then previous) for which `verifies` holds.
-    pub fn find(&self, verifies: impl Fn(&[u8]) -> bool) -> Option<KeySlot> {
-        if verifies(&self.current) {
-            return Some(KeySlot::Current);
-        }
-        self.previous
-            .as_deref()
-            .filter(|key| verifies(key))
-            .map(|_| KeySlot::Previous)
-    }
-
-    /// The key a sender signs with now (`hookbox sign`).
-    pub fn current(&self) -> &[u8] {
-        &self.current
-    }
-}
-
-impl fmt::Debug for Keys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let previous = if self.previous.is_some() {
-            "set"
-        } else {
-            "unset"
-        };
-        write!(f, "Keys(<redacted>, previous {previous})")
-    }
-}
-
-/// What the senders of SPEC Part 3 are configured with. `None`: that sender answers 503.
-#[derive(Debug, Clone)]
-pub struct Senders {
-    /// `HOOKBOX_WEBHOOK_SECRET_PREVIOUS`: also accepted on `/webhook` while set.
-    pub webhook_previous: Option<Secret>,
-    /// `HOOKBOX_WHATSAPP_VERIFY_TOKEN`: the subscription handshake (`GET /webhook/whatsapp`).
-    pub whatsapp_verify_token: Option<Secret>,
-    /// `HOOKBOX_WHATSAPP_APP_SECRET` (`_PREVIOUS`): `X-Hub-Signature-256`.
-    pub whatsapp_app_secret: Option<Keys>,
-    /// `HOOKBOX_TWILIO_AUTH_TOKEN` (`_PREVIOUS`) and `HOOKBOX_PUBLIC_URL`.
-    pub twilio: Option<Twilio>,
-    /// `HOOKBOX_STANDARD_WEBHOOKS_SECRET` (`_PREVIOUS`), base64-decoded (`whsec_` dropped).
-    pub standard: Option<Keys>,
-    /// `HOOKBOX_SIGNATURE_TOLERANCE_SECS`: how far a Standard Webhooks timestamp may be from now.
-    pub tolerance: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct Twilio {
-    pub auth_token: Keys,
-    /// The scheme and host Twilio calls (`https://hooks.example.com`), without a trailing `/`:
-    /// behind a TLS proxy hookbox cannot know it, and the signature covers it.
-    pub public_url: String,
-}
-
-fn senders(get: &impl Fn(&str) -> Option<String>) -> Result<Senders, ConfigError> {
-    let webhook_previous = get("HOOKBOX_WEBHOOK_SECRET_PREVIOUS").map(Secret);
-    if webhook_previous.is_some() && get("WEBHOOK_SECRET").is_none() {
-        return Err(previous_without_current("HOOKBOX_WEBHOOK_SECRET_PREVIOUS"));
-    }
-    let raw = |name: &'static str| Ok(get(name).map(String::into_bytes));
-    let whatsapp_app_secret = keys(
-        [
-            "HOOKBOX_WHATSAPP_APP_SECRET",
-            "HOOKBOX_WHATSAPP_APP_SECRET_PREVIOUS",
-        ],
-        raw,
-    )?;
-    let auth_token = keys(
-        [
-            "HOOKBOX_TWILIO_AUTH_TOKEN",
-            "HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS",
-        ],
-        raw,
-    )?;
-    let public_url = get("HOOKBOX_PUBLIC_URL")
-        .map(|url| {
-            let url = url.trim().trim_end_matches('/').to_owned();
-            let host = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"));
-            match host {
-                Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ']) => Ok(url),
-                _ => Err(ConfigError {
-                    variable: "HOOKBOX_PUBLIC_URL",
-                    reason: format!("{url:?} is not an http:// or https:// URL"),
-                }),
-            }
-        })
-        .transpose()?;
-    let twilio = match (auth_token, public_url) {
-        (Some(auth_token), Some(public_url)) => Some(Twilio {
-            auth_token,
-            public_url,
-        }),
-        (Some(_), None) => {
-            return Err(ConfigError {
-                variable: "HOOKBOX_PUBLIC_URL",
-                reason: "HOOKBOX_TWILIO_AUTH_TOKEN is set: Twilio signs the public URL it \
-                         calls, so give it (e.g. https://hooks.example.com)"
-                    .to_owned(),
-            });
-        }
-        (None, _) => None,
-    };
-    let standard = keys(
-        [
-            "HOOKBOX_STANDARD_WEBHOOKS_SECRET",
-            "HOOKBOX_STANDARD_WEBHOOKS_SECRET_PREVIOUS",
-        ],
-        |name| {
-            get(name)
-                .map(|value| {
-                    standard_secret(&value).ok_or_else(|| ConfigError {
-                        variable: name,
-                        reason: "is not whsec_ followed by base64".to_owned(),
-                    })
-                })
-                .transpose()
-        },
-    )?;
-    Ok(Senders {
-        webhook_previous,
-        whatsapp_verify_token: get("HOOKBOX_WHATSAPP_VERIFY_TOKEN").map(Secret),
-        whatsapp_app_secret,
-        twilio,
-        standard,
-        tolerance: Duration::from_secs(number(
-            get,
-            "HOOKBOX_SIGNATURE_TOLERANCE_SECS",
-            300,
-            1..=86_400,
-        )?),
-    })
-}
-
-/// A key and its `_PREVIOUS`, each read by `read` (which names the variable in its error).
-fn keys(
-    [name, previous_name]: [&'static str; 2],
-    read: impl Fn(&'static str) -> Result<Option<Vec<u8>>, ConfigError>,
-) -> Result<Option<Keys>, ConfigError> {
-    match (read(name)?, read(previous_name)?) {
-        (Some(current), previous) => Ok(Some(Keys::new(current, previous))),
-        (None, Some(_)) => Err(previous_without_current(previous_name)),
-        (None, None) => Ok(None),
-    }
-}
-
-fn previous_without_current(variable: &'static str) -> ConfigError {
-    ConfigError {
-        variable,
-        reason: "is set but the current secret is not; set both during a rotation".to_owned(),
-    }
-}
-
-/// A Standard Webhooks secret: `whsec_` and the base64 of the key (the prefix is optional, as
-/// in the official libraries).
-pub fn standard_secret(value: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let encoded = value.trim();
-    let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
-        .filter(|key| !key.is_empty())
 }
 
 #[cfg(test)]
@@ -634,45 +360,6 @@ mod tests {
     }
 
     #[test]
-    fn database_urls() {
-        let sqlite = |path: &str| Database::Sqlite(PathBuf::from(path));
-        assert_eq!(
-            parse_database_url("sqlite:////data/app.db").unwrap(),
-            sqlite("/data/app.db")
-        );
-        assert_eq!(
-            parse_database_url("sqlite:///x.db").unwrap(),
-            sqlite("x.db")
-        );
-        assert_eq!(
-            parse_database_url("data/x.db").unwrap(),
-            sqlite("data/x.db")
-        );
-        for url in [
-            "postgres://u@h/db",
-            "postgresql://u:p@127.0.0.1:5432/db?connect_timeout=5",
-            "postgres:///db?host=/run/postgresql",
-        ] {
-            assert_eq!(
-                parse_database_url(url).unwrap(),
-                Database::Postgres(url.to_owned())
-            );
-        }
-        for bad in [
-            "postgres://u@h/db?no_such_option=1",
-            "postgres://u@h:port/db",
-            "mysql://u@h/db",
-            "sqlite://x.db",
-            "sqlite:x.db",
-            "sqlite:///",
-            "sqlite:///:memory:",
-            "sqlite:///x.db?mode=ro",
-        ] {
-            assert!(parse_database_url(bad).is_err(), "{bad} should be rejected");
-        }
-    }
-
-    #[test]
     fn empty_secret_is_unset_and_secret_is_redacted() {
         assert_eq!(
             config(&[("WEBHOOK_SECRET", "")]).unwrap().webhook_secret,
@@ -684,19 +371,12 @@ mod tests {
     }
 
     #[test]
-    fn a_database_password_never_shows() {
+    fn a_database_password_never_shows_in_the_config_or_its_errors() {
         for url in [
             "postgres://hookbox:hunter2@db.example:5432/hookbox",
-            "postgresql://hookbox:p@ss:hunter2@db/hookbox?sslmode=disable",
-            "postgres://hookbox@db/hookbox?password=hunter2&application_name=x",
             "postgres://hookbox:hunter2@db:port/hookbox",
+            "postgres://hookbox:hunter2@db",
         ] {
-            let shown = redact_url(url);
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(
-                shown.contains("<redacted>") && shown.contains("hookbox"),
-                "{shown}"
-            );
             match config(&[("DATABASE_URL", url)]) {
                 Ok(config) => {
                     assert!(!format!("{config:?}").contains("hunter2"));
@@ -705,11 +385,25 @@ mod tests {
                 Err(error) => assert!(!error.to_string().contains("hunter2"), "{error}"),
             }
         }
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:<redacted>@h/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn host_is_an_ip_address_written_plainly() {
+        for good in ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1"] {
+            assert_eq!(config(&[("HOST", good)]).unwrap().host, good);
+        }
+        for bad in [
+            "abc",
+            "localhost",
+            "127.0.0.1:80",
+            "[::1]",
+            " 127.0.0.1",
+            "127.0.0.1 ",
+            "256.0.0.1",
+        ] {
+            let error = config(&[("HOST", bad)]).unwrap_err();
+            assert_eq!(error.variable, "HOST", "{bad:?}");
+        }
     }
 
     #[test]
@@ -793,6 +487,10 @@ mod tests {
             ("HOOKBOX_WEBHOOK_SECRET_PREVIOUS", "old"),
             ("HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS", "old"),
             ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "file:x.db"),
+            ("DATABASE_URL", "host=db dbname=x"),
+            ("DATABASE_URL", "postgres://u@h"),
+            ("HOST", "abc"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

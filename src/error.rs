@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde_json::json;
 
+use crate::message::Invalid;
 use crate::problem::Problem;
 use crate::response::Response;
 use crate::store::StoreError;
@@ -118,6 +119,13 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<Invalid> for Error {
+    /// A body that is not a valid message: 422 with every problem.
+    fn from(invalid: Invalid) -> Error {
+        Error::Unprocessable(invalid.0)
+    }
+}
 
 impl From<StoreError> for Error {
     /// Conditions a sender can wait out become 503 + `Retry-After`; anything else is a 500.

@@ -1,5 +1,5 @@
 //! `hookbox sign [--standard] [FILE|-]`: the signature headers for a body, so a curl user needs
-//! no openssl. Reads the body (a file, or stdin when there is none or `-`) and prints, on stdout:
+//! no openssl (parsed and dispatched by `cli`). Reads the body (a file, or stdin when there is none or `-`) and prints, on stdout:
 //!
 //! - by default the `X-Signature` value (hex HMAC-SHA256 under `WEBHOOK_SECRET`), alone on its
 //!   line: `curl -H "X-Signature: $(hookbox sign body.json)" --data-binary @body.json …`;
@@ -12,52 +12,75 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
-use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cli::CliError;
 use crate::config::Config;
 use crate::signature::{self, standard};
 
-/// Runs the subcommand: 0 when printed, 1 when the secret is unset or the body unreadable, 2 on
-/// bad arguments.
-pub fn run(config: &Config, args: &[String]) -> ExitCode {
-    // stdout carries the signature: no log line may land in it.
-    log::set_max_level(log::LevelFilter::Off);
-    match sign(config, args) {
-        Ok(lines) => {
-            let mut out = io::stdout().lock();
-            match out.write_all(lines.as_bytes()).and_then(|()| out.flush()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => fail(1, &format!("writing stdout: {error}")),
+/// What `hookbox sign` was asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignArgs {
+    /// `--standard`: the three Standard Webhooks headers instead of `X-Signature`.
+    pub standard: bool,
+    /// The body's file; `None` (or `-`) reads stdin.
+    pub file: Option<String>,
+}
+
+/// Reads the arguments after `sign`; the offending one when they cannot be run.
+pub fn parse_args(args: &[String]) -> Result<SignArgs, String> {
+    let mut parsed = SignArgs::default();
+    for arg in args {
+        match arg.as_str() {
+            "--standard" => parsed.standard = true,
+            "-" if parsed.file.is_none() => {}
+            file if !file.starts_with('-') && parsed.file.is_none() => {
+                parsed.file = Some(file.to_owned());
             }
+            _ => return Err(arg.clone()),
         }
-        Err((code, message)) => fail(code, &message),
     }
+    Ok(parsed)
 }
 
-fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("hookbox sign: {message}");
-    ExitCode::from(code)
+pub const HELP: &str = "\
+Usage: hookbox sign [--standard] [FILE|-]
+
+Prints the signature of a body (FILE, or stdin without FILE or with -) so that curl needs no
+openssl. The body is signed byte for byte as read: send it with --data-binary, not -d.
+
+  (default)     the X-Signature value: hex HMAC-SHA256 under WEBHOOK_SECRET
+                  curl -H \"X-Signature: $(hookbox sign m.json)\" --data-binary @m.json URL
+  --standard    the three Standard Webhooks headers under HOOKBOX_STANDARD_WEBHOOKS_SECRET,
+                with a fresh webhook-id and the current time, one `name: value` per line
+                  hookbox sign --standard m.json > h && curl -H @h --data-binary @m.json URL
+  -h, --help    this help
+
+Exit codes: 0 printed, 1 the secret is not set or the body cannot be read, 2 bad arguments.
+";
+
+/// Prints the signature lines for the body `args` names.
+pub fn run(config: &Config, args: &SignArgs) -> Result<(), CliError> {
+    let lines = sign(config, args)?;
+    let mut out = io::stdout().lock();
+    out.write_all(lines.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|error| CliError::Failed(format!("writing stdout: {error}")))
 }
 
-const USAGE: &str = "usage: hookbox sign [--standard] [FILE|-]";
-
-/// What to print, or the exit code and why not.
-fn sign(config: &Config, args: &[String]) -> Result<String, (u8, String)> {
-    let standard = args.iter().any(|arg| arg == "--standard");
-    let files: Vec<&String> = args.iter().filter(|arg| *arg != "--standard").collect();
-    if files.iter().any(|arg| arg.starts_with("--")) || files.len() > 1 {
-        return Err((2, USAGE.to_owned()));
-    }
-    let body = read_body(files.first().map(|file| file.as_str()))?;
-    if !standard {
+/// What to print.
+fn sign(config: &Config, args: &SignArgs) -> Result<String, CliError> {
+    let body = read_body(args.file.as_deref())?;
+    if !args.standard {
         let Some(secret) = &config.webhook_secret else {
-            return Err((1, "WEBHOOK_SECRET is not set".to_owned()));
+            return Err(CliError::Failed("WEBHOOK_SECRET is not set".to_owned()));
         };
         return Ok(format!("{}\n", signature::sign_hex(secret.expose(), &body)));
     }
     let Some(keys) = &config.senders.standard else {
-        return Err((1, "HOOKBOX_STANDARD_WEBHOOKS_SECRET is not set".to_owned()));
+        return Err(CliError::Failed(
+            "HOOKBOX_STANDARD_WEBHOOKS_SECRET is not set".to_owned(),
+        ));
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -70,18 +93,19 @@ fn sign(config: &Config, args: &[String]) -> Result<String, (u8, String)> {
     ))
 }
 
-fn read_body(file: Option<&str>) -> Result<Vec<u8>, (u8, String)> {
-    let mut body = Vec::new();
+fn read_body(file: Option<&str>) -> Result<Vec<u8>, CliError> {
     match file {
-        None | Some("-") => io::stdin()
-            .read_to_end(&mut body)
-            .map_err(|error| (1, format!("reading stdin: {error}")))?,
-        Some(path) => {
-            body = std::fs::read(path).map_err(|error| (1, format!("{path}: {error}")))?;
-            body.len()
+        None => {
+            let mut body = Vec::new();
+            io::stdin()
+                .read_to_end(&mut body)
+                .map_err(|error| CliError::Failed(format!("reading stdin: {error}")))?;
+            Ok(body)
         }
-    };
-    Ok(body)
+        Some(path) => {
+            std::fs::read(path).map_err(|error| CliError::Failed(format!("{path}: {error}")))
+        }
+    }
 }
 
 /// `msg_` and 32 hex digits: unique per call without a random-number crate (std's hasher keys
@@ -105,36 +129,48 @@ mod tests {
         config
     }
 
-    fn body_file(body: &[u8]) -> (std::path::PathBuf, Vec<String>) {
-        let path = std::env::temp_dir().join(format!(
-            "hookbox-sign-{}-{}",
-            std::process::id(),
-            fresh_id(0)
-        ));
-        std::fs::write(&path, body).unwrap();
-        let arg = path.display().to_string();
-        (path, vec![arg])
+    /// A temporary file holding `body`, removed on drop.
+    struct BodyFile(std::path::PathBuf);
+
+    impl BodyFile {
+        fn new(body: &[u8]) -> BodyFile {
+            let path = std::env::temp_dir().join(format!(
+                "hookbox-sign-{}-{}",
+                std::process::id(),
+                fresh_id(0)
+            ));
+            std::fs::write(&path, body).unwrap();
+            BodyFile(path)
+        }
+
+        fn args(&self, standard: bool) -> SignArgs {
+            SignArgs {
+                standard,
+                file: Some(self.0.display().to_string()),
+            }
+        }
+    }
+
+    impl Drop for BodyFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
     #[test]
     fn prints_the_x_signature_of_the_file_as_read() {
         let body = b"{\"message_id\":\"m1\"}\n";
-        let (path, args) = body_file(body);
-        let printed = sign(&config(), &args).unwrap();
-        assert_eq!(
-            printed,
-            format!("{}\n", signature::sign_hex(b"testsecret", body))
-        );
-        let _ = std::fs::remove_file(path);
+        let file = BodyFile::new(body);
+        let printed = sign(&config(), &file.args(false)).unwrap();
+        let expected = signature::sign_hex(b"testsecret", body);
+        assert_eq!(printed, format!("{expected}\n"));
     }
 
     #[test]
     fn standard_prints_three_headers_that_verify() {
         let body = b"{}";
-        let (path, mut args) = body_file(body);
-        args.insert(0, "--standard".to_owned());
-        let printed = sign(&config(), &args).unwrap();
-        let _ = std::fs::remove_file(path);
+        let file = BodyFile::new(body);
+        let printed = sign(&config(), &file.args(true)).unwrap();
         let header = |name: &str| {
             printed
                 .lines()
@@ -157,21 +193,39 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_secret_or_bad_arguments_fail_with_their_code() {
+    fn a_missing_secret_or_file_fails_and_bad_arguments_are_refused() {
         let mut unset = config();
         unset.webhook_secret = None;
-        let (path, args) = body_file(b"{}");
-        assert_eq!(sign(&unset, &args).unwrap_err().0, 1);
-        let mut two = args.clone();
-        two.push("other".to_owned());
-        assert_eq!(sign(&config(), &two).unwrap_err().0, 2);
-        assert_eq!(sign(&config(), &["--hex".to_owned()]).unwrap_err().0, 2);
+        let file = BodyFile::new(b"{}");
+        assert!(matches!(
+            sign(&unset, &file.args(false)),
+            Err(CliError::Failed(_))
+        ));
+        unset.senders.standard = None;
+        assert!(matches!(
+            sign(&unset, &file.args(true)),
+            Err(CliError::Failed(_))
+        ));
+        let missing = SignArgs {
+            standard: false,
+            file: Some("/no/such/file".to_owned()),
+        };
+        assert!(matches!(
+            sign(&config(), &missing),
+            Err(CliError::Failed(_))
+        ));
+        let args =
+            |list: &[&str]| parse_args(&list.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(args(&[]), Ok(SignArgs::default()));
+        assert_eq!(args(&["-"]), Ok(SignArgs::default()));
         assert_eq!(
-            sign(&config(), &["/no/such/file".to_owned()])
-                .unwrap_err()
-                .0,
-            1
+            args(&["--standard", "m.json"]),
+            Ok(SignArgs {
+                standard: true,
+                file: Some("m.json".to_owned())
+            })
         );
-        let _ = std::fs::remove_file(path);
+        assert_eq!(args(&["a", "b"]), Err("b".to_owned()));
+        assert_eq!(args(&["--hex"]), Err("--hex".to_owned()));
     }
 }

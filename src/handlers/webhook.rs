@@ -104,7 +104,7 @@ fn check_standard(
 /// A sender's message mapped to our five fields, validated exactly as a `/webhook` body.
 pub fn mapped(fields: &serde_json::Value) -> Result<Message, Error> {
     let body = serde_json::to_vec(fields).expect("a JSON value serializes");
-    message::parse(&body).result
+    message::parse(&body).result.map_err(Error::from)
 }
 
 /// A validation failure in a line for the log: where and what, never the value sent.
@@ -132,7 +132,7 @@ pub fn reason(error: &Error) -> String {
 fn parse(body: &[u8], note: &mut WebhookNote) -> Result<Message, Error> {
     let parsed = message::parse(body);
     note.message_id = parsed.message_id;
-    parsed.result
+    parsed.result.map_err(Error::from)
 }
 
 /// The answer for a request's messages once the writer has committed them, or failed to:

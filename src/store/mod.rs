@@ -151,6 +151,15 @@ impl Store {
         }
     }
 
+    /// A connection that only reads (`hookbox export`): creates and migrates nothing. SQLite opens
+    /// the file read-only; PostgreSQL connects as usual (export runs one read-only snapshot).
+    pub fn open_read_only(config: &Config) -> Result<Store, StoreError> {
+        match config.database {
+            Database::Sqlite(_) => sqlite::Sqlite::open_read_only(config).map(Store::Sqlite),
+            Database::Postgres(_) => Store::open(config),
+        }
+    }
+
     /// The schema version this build brings the store to.
     pub fn schema_version(&self) -> i64 {
         match self {

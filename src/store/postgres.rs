@@ -606,6 +606,14 @@ fn list_in(
             .get(0),
     };
 
+    // Past the last match there is nothing to read: answer without walking `offset` rows.
+    if query.offset >= u64::try_from(total).unwrap_or(0) {
+        tx.commit()?;
+        return Ok(Page {
+            rows: Vec::new(),
+            total,
+        });
+    }
     let mut page_conditions = conditions;
     let mut page_values = values;
     let after_id = query

@@ -64,6 +64,14 @@ fn store_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Opening is the one place where "cannot open" names a setting, not a passing state.
+fn open_error(error: rusqlite::Error) -> StoreError {
+    match error {
+        rusqlite::Error::InvalidParameterName(reason) => StoreError::Internal(reason),
+        other => store_error(other),
+    }
+}
+
 pub struct Sqlite {
     conn: Connection,
     /// Frames in the WAL after this connection's last commit (see `open`).
@@ -84,11 +92,7 @@ pub struct Sqlite {
 impl Sqlite {
     /// Opens (creating if needed) the database file with the settings every connection shares.
     pub fn open(config: &Config) -> Result<Sqlite, StoreError> {
-        Sqlite::open_connection(config).map_err(|error| match error {
-            // Opening is the one place where "cannot open" names a setting, not a passing state.
-            rusqlite::Error::InvalidParameterName(reason) => StoreError::Internal(reason),
-            other => store_error(other),
-        })
+        Sqlite::open_connection(config).map_err(open_error)
     }
 
     fn open_connection(config: &Config) -> rusqlite::Result<Sqlite> {
@@ -182,6 +186,69 @@ impl Sqlite {
             query_timeout: config.query_timeout,
             deadline,
             epoch,
+        })
+    }
+
+    /// Opens an existing database for reading only (`hookbox export`): it creates nothing, changes
+    /// nothing (no journal mode, no migration) and works on a read-only file or directory. First
+    /// `mode=ro`, which still sees what a live server commits; when that cannot set up the WAL's
+    /// shared memory (a read-only directory with no `-shm` beside the file), `immutable=1`, which
+    /// is then safe: with no `-shm` and no way to create one, no writer has the file open. A WAL
+    /// with frames in it that cannot be read is an error, never a silently older snapshot.
+    pub fn open_read_only(config: &Config) -> Result<Sqlite, StoreError> {
+        let Database::Sqlite(path) = &config.database else {
+            return Err(StoreError::Internal(format!(
+                "{} is not an SQLite database",
+                config.database.describe()
+            )));
+        };
+        let mut uri = String::from("file:");
+        for &byte in path.as_os_str().as_encoded_bytes() {
+            if byte.is_ascii_alphanumeric() || b"/._-~".contains(&byte) {
+                uri.push(byte as char);
+            } else {
+                uri.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        let open = |parameters: &str| -> rusqlite::Result<Connection> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(format!("{uri}?{parameters}"), flags)?;
+            conn.busy_timeout(config.busy_timeout)?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+            if version != SCHEMA_VERSION {
+                return Err(rusqlite::Error::InvalidParameterName(match version {
+                    0 => format!("{} is not a hookbox database (schema version 0)", path.display()),
+                    _ => format!(
+                        "{} has schema version {version}, this build reads {SCHEMA_VERSION}; \
+                         start the server on it once to migrate",
+                        path.display()
+                    ),
+                }));
+            }
+            Ok(conn)
+        };
+        let wal = {
+            let mut name = path.clone().into_os_string();
+            name.push("-wal");
+            std::fs::metadata(name).map_or(0, |meta| meta.len())
+        };
+        let conn = match open("mode=ro") {
+            Ok(conn) => conn,
+            Err(error @ rusqlite::Error::InvalidParameterName(_)) => return Err(open_error(error)),
+            Err(_) if wal == 0 => open("immutable=1").map_err(open_error)?,
+            Err(error) => return Err(open_error(error)),
+        };
+        Ok(Sqlite {
+            conn,
+            wal_frames: Arc::new(AtomicI32::new(0)),
+            text_index: config.text_index,
+            synchronous: config.durability.as_pragma(),
+            dense_share: DENSE_SHARE,
+            query_timeout: config.query_timeout,
+            deadline: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
         })
     }
 

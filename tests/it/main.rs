@@ -6,6 +6,7 @@ mod support;
 
 mod binary;
 mod concurrency;
+mod edges;
 mod export;
 mod growth;
 mod hostile;
