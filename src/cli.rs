@@ -84,9 +84,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let args: Vec<String> = args
         .into_iter()
         .map(|arg| {
-            arg.into_string().map_err(|arg| {
-                UsageError(format!("argument {arg:?} is not UTF-8"))
-            })
+            arg.into_string()
+                .map_err(|arg| UsageError(format!("argument {arg:?} is not UTF-8")))
         })
         .collect::<Result<_, _>>()?;
     let Some((first, rest)) = args.split_first() else {
@@ -136,7 +135,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
 }
 
 fn unexpected(arg: &str, command: &str) -> UsageError {
-    UsageError(format!("unexpected argument {arg:?} to `hookbox {command}…`"))
+    UsageError(format!(
+        "unexpected argument {arg:?} to `hookbox {command}…`"
+    ))
 }
 
 /// The version line: the crate's version and the schema each store is brought to.
@@ -219,7 +220,10 @@ store failed (the summary says what was stored before), 2 bad arguments or confi
 /// Writes `text` to stdout. A closed stdout (`hookbox --help | head -1`) is not an error.
 pub fn print(text: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
             eprintln!("hookbox: writing stdout: {error}");
             ExitCode::from(1)
@@ -245,9 +249,10 @@ pub fn run(config: &Config, command: &Command) -> ExitCode {
             import::run(config, path.as_deref())
                 .map(|summary| summary.invalid == 0 && summary.stopped.is_none()),
         ),
-        Command::Serve | Command::Help(_) | Command::Version => {
-            ("", Err(CliError::Usage("not a one-shot command".to_owned())))
-        }
+        Command::Serve | Command::Help(_) | Command::Version => (
+            "",
+            Err(CliError::Usage("not a one-shot command".to_owned())),
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -303,6 +308,8 @@ mod tests {
             &["export", "--since", "2025-02-30T00:00:00Z"],
             &["export", "--from", "919876543210"],
             &["export", "--from", ""],
+            &["export", "--from", "+"],
+            &["export", "--from", &format!("+{}", "9".repeat(33))],
             &["help", "nothing"],
             &["--help", "extra"],
             &["--version", "extra"],
@@ -332,7 +339,10 @@ mod tests {
         ]) else {
             panic!("export arguments");
         };
-        assert_eq!(args.filter.since_key.as_deref(), Some("2025-01-15T10:00:00.5"));
+        assert_eq!(
+            args.filter.since_key.as_deref(),
+            Some("2025-01-15T10:00:00.5")
+        );
         assert_eq!(args.filter.from.as_deref(), Some("+919876543210"));
     }
 }

@@ -6,6 +6,7 @@
 
 mod database;
 mod senders;
+mod size;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,6 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
+
+pub use size::DEFAULT_MAX_BODY_BUFFER_MIB;
+use size::{MAX_BODY_BUFFER_MIB, mebibytes};
 
 pub use database::{Database, parse_database_url, redact_url};
 pub use senders::{KeySlot, Keys, Senders, Twilio, standard_secret};
@@ -26,7 +30,7 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// Most verbose level written to stdout.
     pub log_level: LevelFilter,
-    /// Address to listen on.
+    /// Address to listen on: an IP address literal (checked here; names are refused).
     pub host: String,
     /// Port to listen on; 0 lets the OS choose (tests use this).
     pub port: u16,
@@ -60,7 +64,10 @@ pub struct Config {
     pub query_timeout: Duration,
     /// Reads are refused (503) while answers of more than this many bytes wait for clients that
     /// are not reading them.
-    pub max_held_answer_bytes: usize,
+    pub max_held_answer_bytes: u64,
+    /// Bytes of request bodies all connections together may hold in memory; a body that would
+    /// take them over is answered 503 unread (`HOOKBOX_MAX_BODY_BUFFER_MIB`).
+    pub max_body_buffer_bytes: u64,
     /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
     pub text_index: bool,
     /// Whether the writer adds new rows to SQLite's text index between commits. Always on in
@@ -73,6 +80,12 @@ pub struct Config {
     pub retain_days: u64,
     /// The senders beyond `/webhook`'s own dialect, and every secret's previous value.
     pub senders: Senders,
+    /// `HOOKBOX_ADMIN_TOKEN`: when set, the read routes (`Route::needs_admin`) need
+    /// `Authorization: Bearer <token>`; `None` leaves them open.
+    pub admin_token: Option<Secret>,
+    /// `HOOKBOX_COMMIT_TIMEOUT_SECS`: no webhook waits longer than this for its commit; past it
+    /// the answer is 503 (not acknowledged, a retry is safe).
+    pub commit_timeout: Duration,
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -234,9 +247,13 @@ impl Config {
                 2000,
                 1..=3_600_000,
             )?),
-            max_held_answer_bytes: number(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?
-                * 1024
-                * 1024,
+            max_held_answer_bytes: mebibytes(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?,
+            max_body_buffer_bytes: mebibytes(
+                &get,
+                "HOOKBOX_MAX_BODY_BUFFER_MIB",
+                DEFAULT_MAX_BODY_BUFFER_MIB,
+                1..=MAX_BODY_BUFFER_MIB,
+            )?,
             text_index: match get("HOOKBOX_TEXT_INDEX") {
                 None => true,
                 Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
@@ -255,6 +272,13 @@ impl Config {
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
             senders: senders::from_lookup(&get)?,
+            admin_token: get("HOOKBOX_ADMIN_TOKEN").map(Secret),
+            commit_timeout: Duration::from_secs(number(
+                &get,
+                "HOOKBOX_COMMIT_TIMEOUT_SECS",
+                5,
+                1..=3600,
+            )?),
         })
     }
 
@@ -443,6 +467,24 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_is_redacted_and_the_commit_timeout_bounded() {
+        let config = config(&[
+            ("HOOKBOX_ADMIN_TOKEN", "s3cret-token"),
+            ("HOOKBOX_COMMIT_TIMEOUT_SECS", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().unwrap().expose(),
+            b"s3cret-token"
+        );
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+        assert_eq!(config.commit_timeout, Duration::from_secs(3600));
+        let defaults = super::tests::config(&[("HOOKBOX_ADMIN_TOKEN", "")]).unwrap();
+        assert_eq!(defaults.admin_token, None);
+        assert_eq!(defaults.commit_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
     fn log_levels_are_case_insensitive() {
         assert_eq!(
             config(&[("LOG_LEVEL", "debug")]).unwrap().log_level,
@@ -478,6 +520,8 @@ mod tests {
             ("HOOKBOX_MAX_CONNECTIONS", "0"),
             ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
             ("HOOKBOX_MAX_HELD_ANSWERS_MIB", "4097"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "0"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "65537"),
             ("HOOKBOX_TEXT_INDEX", "yes"),
             ("HOOKBOX_RETAIN_MESSAGES", "-1"),
             ("HOOKBOX_RETAIN_DAYS", "1.5"),
@@ -486,6 +530,8 @@ mod tests {
             ("HOOKBOX_PUBLIC_URL", "hooks.example.com"),
             ("HOOKBOX_WEBHOOK_SECRET_PREVIOUS", "old"),
             ("HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS", "old"),
+            ("HOOKBOX_COMMIT_TIMEOUT_SECS", "0"),
+            ("HOOKBOX_COMMIT_TIMEOUT_SECS", "3601"),
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "file:x.db"),
             ("DATABASE_URL", "host=db dbname=x"),

@@ -31,6 +31,9 @@ pub enum WebhookResult {
     Acknowledged,
     /// Refused with 403 (a Twilio signature, as Twilio's own libraries do).
     Forbidden,
+    /// The commit did not finish within `HOOKBOX_COMMIT_TIMEOUT_SECS` (503): not acknowledged.
+    /// It may still land, and then the sender's retry is a duplicate.
+    CommitTimeout,
     /// A bug (500).
     Error,
 }
@@ -56,6 +59,7 @@ impl WebhookResult {
             WebhookResult::Unavailable => "unavailable",
             WebhookResult::Acknowledged => "acknowledged",
             WebhookResult::Forbidden => "forbidden",
+            WebhookResult::CommitTimeout => "commit_timeout",
             WebhookResult::Error => "error",
         }
     }
@@ -142,6 +146,8 @@ pub struct Metrics {
     commit_duration: Histogram,
     /// Connections open now.
     pub connections_open: IntGauge,
+    /// Bytes of request bodies held in memory (reserved in HOOKBOX_MAX_BODY_BUFFER_MIB).
+    pub body_buffer_bytes: IntGauge,
     /// Connections refused at once for being over `HOOKBOX_MAX_CONNECTIONS`.
     pub connections_refused: IntCounter,
     connections_closed: IntCounterVec,
@@ -255,6 +261,11 @@ impl Metrics {
             "Client connections open right now.",
         )
         .expect("valid metric");
+        let body_buffer_bytes = IntGauge::new(
+            "hookbox_body_buffer_bytes",
+            "Bytes of request bodies held in memory right now, against HOOKBOX_MAX_BODY_BUFFER_MIB.",
+        )
+        .expect("valid metric");
         let connections_refused = IntCounter::new(
             "hookbox_connections_refused_total",
             "Connections refused at once with a 503 because HOOKBOX_MAX_CONNECTIONS were open.",
@@ -292,6 +303,7 @@ impl Metrics {
             Box::new(commit_batch_size.clone()),
             Box::new(commit_duration.clone()),
             Box::new(connections_open.clone()),
+            Box::new(body_buffer_bytes.clone()),
             Box::new(connections_refused.clone()),
             Box::new(connections_closed.clone()),
             Box::new(query_timeouts.clone()),
@@ -323,6 +335,7 @@ impl Metrics {
             commit_batch_size,
             commit_duration,
             connections_open,
+            body_buffer_bytes,
             connections_refused,
             connections_closed,
             query_timeouts,

@@ -11,7 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, select_biased};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select_biased};
 
 use crate::config::KeySlot;
 use crate::error::Error;
@@ -21,7 +21,7 @@ use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Queue, Source, WebhookResult};
 use crate::router::Route;
 use crate::state::Shared;
-use crate::store::Store;
+use crate::store::{Inserted, Store};
 use crate::writer::{Completion, Ticket, Writer};
 
 /// A request read whole by its connection thread, waiting for a worker.
@@ -63,9 +63,24 @@ pub enum Answer {
 /// Hands a completion from the writer to its connection thread (never blocks).
 pub fn pass_on(completion: Completion<Token>) {
     let reply = completion.token.pending.reply.clone();
-    // The slot is free: the request is answered once, and this is its answer. If the
-    // connection thread is gone (a panic), there is no one to tell.
-    let _ = reply.try_send(Answer::Stored(completion));
+    // The slot is free: the request is answered once, and this is its answer. If nobody waits
+    // any more (answered 503 at the commit timeout, or a panic), this line is all that is left
+    // of the outcome: the sender was not acknowledged, and its retry will be a duplicate.
+    if let Err(TrySendError::Disconnected(Answer::Stored(late))) =
+        reply.try_send(Answer::Stored(completion))
+    {
+        log::warn!(
+            request_id = late.token.pending.request_id.as_str(),
+            message_id = late.message_ids.first().map(String::as_str),
+            messages = late.message_ids.len(),
+            stored:% = match &late.stored {
+                Ok(inserted) if inserted.contains(&Inserted::Created) => "created",
+                Ok(_) => "duplicate",
+                Err(_) => "failed",
+            };
+            "a commit finished after its webhook stopped waiting (answered 503 at the commit timeout)"
+        );
+    }
 }
 
 /// Where one worker takes its work from.

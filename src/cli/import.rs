@@ -17,7 +17,7 @@ use super::CliError;
 use crate::config::Config;
 use crate::message::{self, Message};
 use crate::problem::Problem;
-use crate::store::{Inserted, Store};
+use crate::store::{Inserted, Moment, Retention, Store, Upkeep};
 use crate::timestamp;
 
 /// Messages per import transaction: large enough that the commit's fsync is noise, small enough
@@ -46,7 +46,9 @@ pub(super) fn run(config: &Config, path: Option<&str>) -> Result<ImportSummary, 
     };
     let failed = |error: crate::store::StoreError| CliError::Failed(error.to_string());
     let mut store = Store::open(config).map_err(failed)?;
-    store.migrate().map_err(failed)?;
+    // A live server may be using this database: only a new one gets a schema (and the text
+    // index as HOOKBOX_TEXT_INDEX says); an existing one is used as it is.
+    store.prepare_for_tool(config.text_index).map_err(failed)?;
     let mut stderr = io::stderr();
     let summary = import(&mut store, input, config.max_body_bytes, &mut stderr);
     store.close();
@@ -158,10 +160,7 @@ pub fn import(
         let read = match read_line(&mut input, max_line_bytes, &mut line) {
             Ok(read) => read,
             Err(error) => {
-                summary.stopped = Some(format!(
-                    "reading line {}: {error}",
-                    summary.lines + 1
-                ));
+                summary.stopped = Some(format!("reading line {}: {error}", summary.lines + 1));
                 break;
             }
         };
@@ -194,12 +193,7 @@ pub fn import(
                 summary.invalid += 1;
                 if summary.first_invalid.len() < INVALID_SHOWN {
                     summary.first_invalid.push(summary.lines);
-                    let _ = writeln!(
-                        report,
-                        "line {}: {reason}: {}",
-                        summary.lines,
-                        quote(body)
-                    );
+                    let _ = writeln!(report, "line {}: {reason}: {}", summary.lines, quote(body));
                 }
             }
         }
@@ -249,7 +243,13 @@ fn store_batch(
             Inserted::Duplicate => summary.duplicate += 1,
         }
     }
-    store.after_commit();
+    // Upkeep between batches, as the writer does between commits (SQLite: checkpoints, and the
+    // text index if the database has one); retention is the server's.
+    store.maintain(&Upkeep {
+        moment: Moment::AfterCommit,
+        retention: Retention::default(),
+        work_waiting: &|| false,
+    });
     batch.clear();
     Ok(())
 }

@@ -78,7 +78,9 @@ pub fn parse_database_url(url: &str) -> Result<Database, String> {
         ));
     }
     let first_word = url.split_whitespace().next().unwrap_or_default();
-    let keyword = first_word.split_once('=').map(|(key, _)| key.to_ascii_lowercase());
+    let keyword = first_word
+        .split_once('=')
+        .map(|(key, _)| key.to_ascii_lowercase());
     if keyword.is_some_and(|key| LIBPQ_KEYWORDS.contains(&key.as_str())) {
         return Err(
             "a libpq keyword string (host=… dbname=…) is not accepted; use the URL form \
@@ -199,7 +201,13 @@ mod tests {
             parse_database_url("sqlite:///x.db").unwrap(),
             sqlite("x.db")
         );
-        for plain in ["data/x.db", "x.db", "/var/lib/hookbox/x.db", "./a:b.db", "my data/x.db"] {
+        for plain in [
+            "data/x.db",
+            "x.db",
+            "/var/lib/hookbox/x.db",
+            "./a:b.db",
+            "my data/x.db",
+        ] {
             assert_eq!(parse_database_url(plain).unwrap(), sqlite(plain));
         }
         for url in [

@@ -176,6 +176,8 @@ pub fn result_of(error: &Error) -> WebhookResult {
         Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => {
             WebhookResult::Unavailable
         }
-        Error::NotFound | Error::Internal(_) => WebhookResult::Error,
+        Error::CommitTimeout => WebhookResult::CommitTimeout,
+        // The webhook needs no admin token: not reached.
+        Error::NotFound | Error::BearerRequired | Error::Internal(_) => WebhookResult::Error,
     }
 }

@@ -20,13 +20,21 @@ fn help_and_version_print_to_stdout_and_exit_0_without_any_configuration() {
         (&["help"], "hookbox export"),
         (&["help", "import"], "Usage: hookbox import"),
         (&["export", "--help"], "Usage: hookbox export"),
-        (&["export", "--since", "2025-01-15T10:00:00Z", "-h"], "Usage: hookbox export"),
+        (
+            &["export", "--since", "2025-01-15T10:00:00Z", "-h"],
+            "Usage: hookbox export",
+        ),
         (&["import", "--help"], "Usage: hookbox import"),
         (&["healthcheck", "--help"], "Usage: hookbox healthcheck"),
     ] {
         let out = launch.run_args(args, b"");
         let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         assert!(stdout.contains(wanted), "{args:?}: {stdout}");
         assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
     }

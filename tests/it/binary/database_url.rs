@@ -80,4 +80,3 @@ fn database_url_bare_path_and_default() {
     store_one_with(fresh.path(), None);
     assert_eq!(stored_rows(&fresh.path().join("hookbox.db")), 1);
 }
-

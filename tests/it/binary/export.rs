@@ -52,7 +52,11 @@ fn export_of_a_missing_database_says_so_and_creates_nothing() {
         assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
         assert!(stderr.contains("no such database"), "{url}: {stderr}");
         assert!(out.stdout.is_empty());
-        assert_eq!(entries(dir.path()), Vec::<String>::new(), "{url}: created a file");
+        assert_eq!(
+            entries(dir.path()),
+            Vec::<String>::new(),
+            "{url}: created a file"
+        );
     }
 }
 
@@ -62,7 +66,12 @@ fn export_reads_a_read_only_snapshot_and_changes_nothing() {
     let dir = TempDir::new();
     let launch = stocked(&dir, 50);
     let expected = launch.run_args(&["export"], b"");
-    assert_eq!(expected.status.code(), Some(0), "{}", text(&expected.stderr));
+    assert_eq!(
+        expected.status.code(),
+        Some(0),
+        "{}",
+        text(&expected.stderr)
+    );
     assert_eq!(text(&expected.stdout).lines().count(), 50);
 
     // The snapshot: the database file alone, in a directory nobody may write.
@@ -78,7 +87,11 @@ fn export_reads_a_read_only_snapshot_and_changes_nothing() {
     std::fs::set_permissions(snapshot.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), text(&expected.stdout));
-    assert_eq!(std::fs::read(&db).unwrap(), before, "export changed the file");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "export changed the file"
+    );
 }
 
 #[test]
@@ -126,4 +139,24 @@ fn export_to_a_full_device_is_an_output_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("writing stdout"), "{stderr}");
     assert!(!stderr.contains("store"), "not the store's fault: {stderr}");
+}
+
+#[test]
+fn export_of_a_file_that_is_not_a_hookbox_database_changes_nothing() {
+    let dir = TempDir::new();
+    for (name, contents) in [("empty.db", &b""[..]), ("notes.db", b"just some text\n")] {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+        let out = Launch::new(dir.path())
+            .env("DATABASE_URL", name)
+            .run_args(&["export"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}");
+        assert!(stderr.contains("not a"), "{name}: {stderr}");
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            contents,
+            "{name}"
+        );
+    }
 }

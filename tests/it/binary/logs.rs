@@ -253,7 +253,6 @@ fn secret_and_bodies_never_reach_stdout_or_stderr() {
 // ---------------------------------------------------------------------------------------------
 // 5. LOG_LEVEL.
 
-
 #[test]
 fn log_level_error_keeps_only_error_lines() {
     let dir = TempDir::new();
@@ -336,7 +335,6 @@ fn log_level_lowercase_debug_and_info_are_accepted() {
     }
 }
 
-
 #[test]
 fn log_level_debug_writes_debug_lines() {
     let dir = TempDir::new();
@@ -354,4 +352,3 @@ fn log_level_debug_writes_debug_lines() {
         run.describe()
     );
 }
-

@@ -71,8 +71,8 @@ fn absurd_content_length_without_a_body_is_413_and_the_server_keeps_serving() {
 #[test]
 fn content_length_that_lies_is_408_or_closed_within_a_few_seconds() {
     let server = TestServer::start_with(|config| config.read_timeout = SHORT);
-    // tiny_http buffers bodies of at most 1 KiB itself and larger ones are read by the worker:
-    // both paths must give up once the read timeout passes.
+    // A short body and one over the first read's 1 KiB: both reads must give up once the read
+    // timeout passes.
     for announced in [100, 5_000] {
         let mut raw = head(
             &server,
