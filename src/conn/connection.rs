@@ -246,16 +246,19 @@ pub(super) fn read_head(wire: &mut impl Wire, deadline: Instant) -> Result<Head,
     let mut searched = 0;
     let end = loop {
         let pending = wire.pending();
-        // Clients may end lines with a bare LF; only CRLF CRLF or LF LF ends the head.
-        if let Some(end) = find_head_end(pending, searched) {
-            break end;
-        }
-        // A request starts with a method: binary or TLS bytes are refused at once.
+        // A request starts with a method: binary or TLS bytes are refused at once. Checked
+        // before the head's end is looked for, so the answer is the same however the bytes
+        // arrived (found by fuzzing: a long head starting with a control byte was a 431 when it
+        // came in one read, a 400 when in several).
         if let Some(&first) = pending.first() {
             let leading_blank = first == b'\r' || first == b'\n';
             if !first.is_ascii_alphabetic() && !leading_blank {
                 return Err(HeadFail::Answer(400));
             }
+        }
+        // Clients may end lines with a bare LF; only CRLF CRLF or LF LF ends the head.
+        if let Some(end) = find_head_end(pending, searched) {
+            break end;
         }
         searched = pending.len().saturating_sub(3);
         if pending.len() > max {
