@@ -89,13 +89,14 @@ fn summary(replayed: &Replayed) -> String {
     match &replayed.request {
         // Refused: the connection closes, whatever was left unread.
         Err(status) => format!("refused {status:?}"),
+        // A body not read whole closes the connection too: where reading stopped is moot.
         Ok(r) => format!(
-            "{:?} keep_alive={} continued={} reserved={} consumed={}",
+            "{:?} keep_alive={} continued={} reserved={} consumed={:?}",
             (&r.method, &r.url, r.version, &r.headers, &r.body),
             replayed.keep_alive,
             replayed.continued,
             replayed.reserved,
-            replayed.consumed
+            matches!(r.body, Body::Complete(_)).then_some(replayed.consumed)
         ),
     }
 }

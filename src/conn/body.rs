@@ -84,21 +84,24 @@ fn take_exact(wire: &mut impl Wire, length: usize, deadline: Instant) -> Result<
     Ok(std::mem::replace(pending, rest))
 }
 
-/// Takes one line (without its CRLF) of at most `max` bytes.
+/// Takes one line (without its CRLF) of at most `max` bytes. Whether a line is too long
+/// depends on the line alone, not on how much of what follows was already read (found by
+/// fuzzing: a long trailer line was refused when it came in pieces, taken when in one read).
 fn take_line(wire: &mut impl Wire, max: usize, deadline: Instant) -> Result<Vec<u8>, ReadFail> {
     let mut searched = 0;
     loop {
         let pending = wire.pending();
         if let Some(at) = pending[searched..].iter().position(|&b| b == b'\n') {
             let at = searched + at;
-            let mut line: Vec<u8> = pending.drain(..=at).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
+            let content = at - usize::from(at > 0 && pending[at - 1] == b'\r');
+            if content > max {
+                return Err(ReadFail::TooLarge);
             }
+            let line: Vec<u8> = pending.drain(..=at).take(content).collect();
             return Ok(line);
         }
-        if pending.len() > max {
+        // `max` bytes and the CR of a CRLF whose LF is still to come.
+        if pending.len() > max + 1 {
             return Err(ReadFail::TooLarge);
         }
         searched = pending.len();

@@ -184,4 +184,31 @@ mod tests {
             );
         }
     }
+
+    /// A line of a chunked body is too long or not by its own length alone, however its bytes
+    /// and the bytes after it arrive. (Fuzzing found a trailer line over `max_head_bytes` refused
+    /// when it came in pieces, taken when it came in one read with the line after it.)
+    #[test]
+    fn a_chunked_line_is_too_long_by_its_own_length_alone() {
+        let limits = Limits {
+            max_head_bytes: 64,
+            ..Limits::default()
+        };
+        let body = |trailer: usize| {
+            format!(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX: {}\r\n\r\n",
+                "t".repeat(trailer - 3)
+            )
+        };
+        for pieces in [&[][..], &[1], &[7, 1], &[66]] {
+            let read = |input: String| {
+                replay(input.as_bytes(), pieces, &limits, &BodyBudget::new(1024))
+                    .request
+                    .unwrap()
+                    .body
+            };
+            assert_eq!(read(body(64)), Body::Complete(b"a".to_vec()), "{pieces:?}");
+            assert!(matches!(read(body(65)), Body::Malformed(_)), "{pieces:?}");
+        }
+    }
 }
