@@ -51,6 +51,9 @@ impl fmt::Display for CliError {
 /// 0 on success (import: every line valid), 1 on failure or invalid lines, 2 on bad arguments.
 pub fn run(config: &Config, command: &str, args: &[String]) -> ExitCode {
     let result = match command {
+        "export" if crate::follow::asked(args) => {
+            crate::follow::command(config, args).map(|()| true)
+        }
         "export" => export_command(config, args).map(|()| true),
         "import" => import_command(config, args).map(|summary| summary.invalid == 0),
         other => Err(CliError::Usage(format!("unknown subcommand {other:?}"))),

@@ -10,6 +10,8 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod feed;
+pub mod follow;
 pub mod handlers;
 pub mod healthcheck;
 pub mod http;

@@ -13,6 +13,7 @@ use crate::http::{Request, Response};
 pub enum Route {
     Webhook,
     Messages,
+    Feed,
     Stats,
     Live,
     Ready,
@@ -35,7 +36,7 @@ pub enum Target {
 pub enum Lane {
     /// Webhooks, probes, metrics: short, and never queued behind reads.
     Fast,
-    /// `/messages` and `/stats`: reads that may take up to the query budget.
+    /// `/messages`, `/feed` and `/stats`: reads that may take up to the query budget.
     Query,
 }
 
@@ -45,6 +46,7 @@ impl Route {
         match self {
             Route::Webhook => "/webhook",
             Route::Messages => "/messages",
+            Route::Feed => "/feed",
             Route::Stats => "/stats",
             Route::Live => "/health/live",
             Route::Ready => "/health/ready",
@@ -55,7 +57,7 @@ impl Route {
 
     pub fn lane(self) -> Lane {
         match self {
-            Route::Messages | Route::Stats => Lane::Query,
+            Route::Messages | Route::Feed | Route::Stats => Lane::Query,
             _ => Lane::Fast,
         }
     }
@@ -81,6 +83,8 @@ pub fn route(method: &str, path: &str) -> (Route, Result<Target, Error>) {
         (_, ["webhook"]) => (Route::Webhook, Err(Error::MethodNotAllowed(POST))),
         (_, ["messages"]) if is_get => (Route::Messages, Ok(Worker(handlers::messages::list))),
         (_, ["messages"]) => (Route::Messages, Err(Error::MethodNotAllowed(GET))),
+        (_, ["feed"]) if is_get => (Route::Feed, Ok(Worker(handlers::feed::get))),
+        (_, ["feed"]) => (Route::Feed, Err(Error::MethodNotAllowed(GET))),
         (_, ["stats"]) if is_get => (Route::Stats, Ok(Worker(handlers::stats::get))),
         (_, ["stats"]) => (Route::Stats, Err(Error::MethodNotAllowed(GET))),
         (_, ["health", "live"]) if is_get => (Route::Live, Ok(Here(handlers::health::live))),

@@ -22,6 +22,7 @@ use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, 
 use crate::config::Config;
 use crate::config::Database;
 use crate::error::Error;
+use crate::feed;
 use crate::http;
 use crate::metrics::{Metrics, Queue};
 use crate::router::{self, Lane, Target};
@@ -61,6 +62,9 @@ pub struct ServerHandle {
     lanes: [Receiver<Job>; 2],
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
+    /// Closed at shutdown, so long-polling feeds answer at once.
+    feed: Arc<feed::Notifier>,
+    feed_watcher: Option<JoinHandle<()>>,
     failure: Receiver<String>,
     grace: Duration,
 }
@@ -89,6 +93,10 @@ impl ServerHandle {
             return;
         };
         serving.stop();
+        self.feed.close();
+        if let Some(watcher) = self.feed_watcher.take() {
+            let _ = watcher.join();
+        }
         if !serving.wait_closed(self.grace.mul_f32(0.6)) {
             log::warn!(
                 open = serving.open_connections();
@@ -140,6 +148,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             > 0
         {}
     }
+    // The feed watcher's own connection (commits made by other instances or processes).
+    let watcher_store = Store::open(&config).map_err(database_error)?;
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -185,11 +195,14 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let (fast, fast_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (query, query_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let feed = Arc::new(feed::Notifier::default());
+    let feed_watcher = feed::watch(Arc::clone(&feed), watcher_store);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
+        feed: Arc::clone(&feed),
     });
     let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store, worker::pass_on);
     let workers = connections
@@ -233,6 +246,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         lanes: [fast_jobs, query_jobs],
         workers,
         writer: Some(writer_thread),
+        feed,
+        feed_watcher: Some(feed_watcher),
         failure,
         grace,
     })
@@ -324,7 +339,7 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
                 let busy =
                     Error::Unavailable("too many answers waiting for their clients, retry later");
                 worker::finish(shared, pending, None, Err(busy));
-                return respond(shared, response, &request_id);
+                return respond(shared, lanes, response, &request_id);
             }
             shared.metrics.queue_depth.inc();
             let job = Job {
@@ -342,18 +357,28 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
             }
         }
     }
-    respond(shared, response, &request_id)
+    respond(shared, lanes, response, &request_id)
 }
 
 /// Waits for the answer and hands it to the connection thread, counting its body as held until
 /// the connection says it is written (`Observer::answered`).
-fn respond(shared: &Shared, answers: Receiver<Answer>, request_id: &str) -> Outgoing {
-    // Every job is answered by a worker or, for a stored message, here; it is dropped unanswered
-    // only by a bug caught in a worker or the writer (then: 500), or at the end of a shutdown.
+fn respond(
+    shared: &Shared,
+    lanes: &Lanes,
+    answers: Receiver<Answer>,
+    request_id: &str,
+) -> Outgoing {
+    // Every job is answered by a worker or, for a stored message or a feed's wait, here; it is
+    // dropped unanswered only by a bug caught in a worker or the writer (then: 500), or at the
+    // end of a shutdown.
+    let mut wait_until = None;
     let response = loop {
         match answers.recv() {
             Ok(Answer::Ready(response)) => break response,
             Ok(Answer::Stored(completion)) => worker::complete(shared, completion),
+            Ok(Answer::Wait(parked)) => {
+                worker::park(shared, &lanes.query, *parked, &mut wait_until)
+            }
             Err(_) => {
                 break Error::Internal("request dropped unanswered".to_owned()).into_response();
             }

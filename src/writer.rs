@@ -272,6 +272,10 @@ fn commit<T>(
     let results: Vec<Result<Inserted, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
+            // After the commit, so a feed that missed these rows finds the generation moved.
+            if inserted.contains(&Inserted::Created) {
+                shared.feed.bump();
+            }
             inserted.into_iter().map(Ok).collect()
         }
         Err(error) => {

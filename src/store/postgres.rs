@@ -27,8 +27,13 @@ use crate::config::{Config, Database};
 use crate::message::Message;
 use crate::text;
 
+mod feed;
+
 /// Migrations in order; migration `i` is recorded as version `i + 1` in `hookbox_schema`.
-const MIGRATIONS: &[&str] = &[include_str!("../../sql/postgres/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../sql/postgres/001_init.sql"),
+    include_str!("../../sql/postgres/002_feed.sql"),
+];
 
 /// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), after the migrations.
 const TEXT_INDEX_ON: &str = include_str!("../../sql/postgres/text_index_on.sql");
@@ -331,9 +336,10 @@ impl Postgres {
         let created: HashSet<String> = loop {
             attempt += 1;
             let connection = self.connection()?;
-            let result = connection
-                .statement(INSERT_BATCH)
-                .and_then(|statement| connection.client.query(&statement, &params));
+            let result = connection.statement(INSERT_BATCH).and_then(|statement| {
+                // Under the feed's lock: rows become visible in arrival order (feed.rs).
+                feed::insert_in_arrival_order(&mut connection.client, &statement, &params)
+            });
             match result {
                 Ok(rows) => break rows.iter().map(|row| unescape_nul(row.get(0))).collect(),
                 Err(error) => {

@@ -20,11 +20,14 @@ use crate::config::{Config, Database};
 use crate::message::Message;
 use crate::text;
 
+mod feed;
+
 /// Migrations in order; migration `i` brings `PRAGMA user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/001_init.sql"),
     include_str!("../../sql/002_growth.sql"),
     include_str!("../../sql/003_text_index_tail.sql"),
+    include_str!("../../sql/004_feed.sql"),
 ];
 
 /// Creates and fills the text index (`HOOKBOX_TEXT_INDEX=on`, when it is missing).
