@@ -4,7 +4,7 @@
 //! The writer bumps it right after each such commit, so a waiter on this instance wakes at once.
 //! Commits made elsewhere (another instance on PostgreSQL, `hookbox import` on the same SQLite
 //! file) are seen by the watcher: while anyone waits, it reads the store's newest position every
-//! `WATCH_EVERY` on its own connection and bumps the generation when it moved (a short poll,
+//! `WATCH_EVERY` (`Config::feed_watch_every`) on its own connection and bumps the generation when it moved (a short poll,
 //! which needs no help from the writers of other instances).
 //!
 //! Waiters sit on their connection's own thread (`worker::park`), never on a worker.
@@ -102,7 +102,11 @@ impl Notifier {
 }
 
 /// Starts the watcher on its own store connection; it ends when the notifier closes.
-pub fn watch(notifier: std::sync::Arc<Notifier>, mut store: Store) -> JoinHandle<()> {
+pub fn watch(
+    notifier: std::sync::Arc<Notifier>,
+    mut store: Store,
+    every: Duration,
+) -> JoinHandle<()> {
     thread::Builder::new()
         .name("feed-watcher".to_owned())
         .spawn(move || {
@@ -128,7 +132,7 @@ pub fn watch(notifier: std::sync::Arc<Notifier>, mut store: Store) -> JoinHandle
                         notifier.bump();
                     }
                 }
-                let until = Instant::now() + WATCH_EVERY;
+                let until = Instant::now() + every;
                 let mut state = notifier.lock();
                 while !state.closed && Instant::now() < until {
                     state = notifier

@@ -196,7 +196,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let (query, query_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let feed = Arc::new(feed::Notifier::default());
-    let feed_watcher = feed::watch(Arc::clone(&feed), watcher_store);
+    let feed_watcher = feed::watch(Arc::clone(&feed), watcher_store, config.feed_watch_every);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),

@@ -7,6 +7,7 @@ mod support;
 mod binary;
 mod concurrency;
 mod export;
+mod feed;
 mod growth;
 mod hostile;
 mod messages;
