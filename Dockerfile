@@ -1,11 +1,9 @@
-# syntax=docker/dockerfile:1
 # Build: a full Rust toolchain, only in this stage.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY sql ./sql
-COPY vendor ./vendor
 RUN cargo build --release --locked \
  && mkdir -p /data
 

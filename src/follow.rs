@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::cli::CliError;
+use crate::cli::{CliError, UsageError};
 use crate::config::Config;
 use crate::handlers::feed::{decode_token, encode_token};
 use crate::store::feed::{FeedQuery, FeedStart};
@@ -30,45 +30,58 @@ const POSITION_EVERY: Duration = Duration::from_secs(1);
 /// Pause before reading again after the store failed in a way a retry may cure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Whether `args` ask for the follower (so `export` hands them here).
+/// What `export --follow` was asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowArgs {
+    /// The store id and position of `--after TOKEN`; `None`: from the oldest message.
+    pub after: Option<(String, i64)>,
+    pub print_position: bool,
+}
+
+/// Whether `args` (after `export`) ask for the follower.
 pub fn asked(args: &[String]) -> bool {
     args.iter().any(|arg| arg == "--follow")
 }
 
-pub fn command(config: &Config, args: &[String]) -> Result<(), CliError> {
-    let usage = |problem: String| {
-        CliError::Usage(format!(
-            "hookbox export --follow [--after TOKEN] [--print-position] ({problem})"
-        ))
-    };
-    let mut after = None;
-    let mut print_position = false;
+/// `--follow`, `--after TOKEN` (or `--after=TOKEN`), `--print-position`.
+pub fn parse_args(args: &[String]) -> Result<FollowArgs, UsageError> {
+    let mut parsed = FollowArgs::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        match arg.split_once('=') {
-            Some(("--after", token)) => after = Some(token.to_owned()),
-            _ => match arg.as_str() {
-                "--follow" => {}
-                "--print-position" => print_position = true,
-                "--after" => {
-                    after = Some(
-                        args.next()
-                            .cloned()
-                            .ok_or_else(|| usage("--after needs a value".to_owned()))?,
-                    )
-                }
-                other => return Err(usage(format!("unknown argument {other:?}"))),
-            },
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        match (name, inline) {
+            ("--follow", None) => {}
+            ("--print-position", None) => parsed.print_position = true,
+            ("--after", inline) => {
+                let token = inline.or_else(|| args.next().cloned()).ok_or_else(|| {
+                    UsageError("`hookbox export --follow --after` needs a value".to_owned())
+                })?;
+                parsed.after = Some(decode_token(&token).ok_or_else(|| {
+                    UsageError(format!(
+                        "--after {token:?} is not a position token (a feed's `next`, or a \
+                         `position` line of --print-position)"
+                    ))
+                })?);
+            }
+            _ => {
+                return Err(UsageError(format!(
+                    "unexpected argument {arg:?} to `hookbox export --follow …` \
+                     (--since and --from are for the one-shot export)"
+                )));
+            }
         }
     }
-    let mut position = match after.as_deref() {
-        None => None,
-        Some(token) => Some(
-            decode_token(token)
-                .ok_or_else(|| usage(format!("--after {token:?} is not a feed token")))?,
-        ),
-    };
+    Ok(parsed)
+}
 
+/// Follows the feed until a signal or a closed stdout (both: `Ok`).
+pub fn run(config: &Config, args: &FollowArgs) -> Result<(), CliError> {
+    let print_position = args.print_position;
+    let mut position = args.after.clone();
+    let usage = |problem: String| CliError::Usage(problem);
     let signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|error| CliError::Failed(format!("cannot handle signals: {error}")))?;
     let signal_handle = signals.handle();
@@ -80,7 +93,9 @@ pub fn command(config: &Config, args: &[String]) -> Result<(), CliError> {
         }
     });
 
-    let mut store = Store::open(config).map_err(|error| CliError::Failed(error.to_string()))?;
+    // Read-only, like export: nothing is created or changed (SQLite: one more WAL reader).
+    let mut store =
+        Store::open_read_only(config).map_err(|error| CliError::Failed(error.to_string()))?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut reported: Option<(Instant, i64)> = None;

@@ -6,7 +6,7 @@
 //! SKIPPED and passes, except under `CI=true`. Load goes to 127.0.0.1 only, bounded in count
 //! and time; the outage is one restart, a few seconds at most.
 
-#[path = "it/support.rs"]
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;

@@ -23,8 +23,8 @@ use super::{
     ExportFilter, Inserted, ListQuery, Page, Retention, SenderCount, Stats, StoreError,
     StoredMessage,
 };
-use crate::config::{Config, Database};
 use crate::message::Message;
+use crate::store::PostgresOptions;
 use crate::text;
 
 mod feed;
@@ -35,7 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/postgres/002_feed.sql"),
 ];
 
-/// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), after the migrations.
+/// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), at the server's startup.
 const TEXT_INDEX_ON: &str = include_str!("../../sql/postgres/text_index_on.sql");
 const TEXT_INDEX_OFF: &str = include_str!("../../sql/postgres/text_index_off.sql");
 
@@ -70,7 +70,6 @@ pub struct Postgres {
     config: postgres::Config,
     query_timeout_ms: u128,
     lock_timeout_ms: u128,
-    text_index: bool,
     connection: Option<Connection>,
     /// While set, calls fail at once instead of reconnecting (backoff after a failed attempt).
     retry_at: Option<Instant>,
@@ -102,15 +101,10 @@ enum Doing {
 }
 
 impl Postgres {
-    /// Connects to the database `config.database` names.
-    pub fn open(config: &Config) -> Result<Postgres, StoreError> {
-        let Database::Postgres(url) = &config.database else {
-            return Err(StoreError::Internal(format!(
-                "{} is not a PostgreSQL database",
-                config.database.describe()
-            )));
-        };
-        let mut pg_config: postgres::Config = url
+    /// Connects to the database `options.url` names.
+    pub fn open(options: &PostgresOptions) -> Result<Postgres, StoreError> {
+        let mut pg_config: postgres::Config = options
+            .url
             .parse()
             .map_err(|error| StoreError::Internal(format!("DATABASE_URL: {error}")))?;
         // Bounded waits for a database that is gone: connecting, and a silent peer.
@@ -127,9 +121,8 @@ impl Postgres {
         }
         let mut store = Postgres {
             config: pg_config,
-            query_timeout_ms: config.query_timeout.as_millis().max(1),
-            lock_timeout_ms: config.busy_timeout.as_millis(),
-            text_index: config.text_index,
+            query_timeout_ms: options.query_timeout.as_millis().max(1),
+            lock_timeout_ms: options.lock_timeout.as_millis(),
             connection: None,
             retry_at: None,
             retry_pause: RECONNECT_FIRST,
@@ -247,37 +240,44 @@ impl Postgres {
     /// Brings the schema up to `SCHEMA_VERSION` under an advisory lock, one transaction per
     /// migration: instances starting together take turns, and the later ones find it done.
     pub fn migrate(&mut self) -> Result<(), StoreError> {
-        let text_index = if self.text_index {
-            TEXT_INDEX_ON
-        } else {
-            TEXT_INDEX_OFF
-        };
         let connection = self.connection()?;
-        let result = migrate_locked(&mut connection.client, text_index);
-        result.map_err(|error| match error {
+        let result = migrate_locked(&mut connection.client, apply_migrations);
+        result.map_err(|error| self.migration_error(error))
+    }
+
+    /// Creates or drops the trigram index (the server's startup decision), under the migration
+    /// lock.
+    pub fn use_text_index(&mut self, on: bool) -> Result<(), StoreError> {
+        let sql = if on { TEXT_INDEX_ON } else { TEXT_INDEX_OFF };
+        let connection = self.connection()?;
+        let result = migrate_locked(&mut connection.client, |client| {
+            Ok(client.batch_execute(sql)?)
+        });
+        result.map_err(|error| self.migration_error(error))
+    }
+
+    fn migration_error(&mut self, error: Migration) -> StoreError {
+        match error {
             Migration::Database(error) => self.fail(error, Doing::Writing),
             Migration::TooNew(current) => StoreError::Internal(format!(
                 "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
             )),
-        })
+        }
     }
 
-    /// Answers a query (reconnecting if needed) and carries this build's schema.
-    pub fn check_ready(&mut self) -> Result<(), String> {
-        let version = self
-            .run(Doing::Reading, |client| {
-                client
-                    .query_one("SELECT coalesce(max(version), 0) FROM hookbox_schema", &[])
-                    .map(|row| row.get::<_, i32>(0))
-            })
-            .map_err(|error| format!("database does not answer: {error}"))?;
-        if i64::from(version) == SCHEMA_VERSION {
-            Ok(())
-        } else {
-            Err(format!(
-                "schema version is {version}, this build expects {SCHEMA_VERSION}"
-            ))
-        }
+    /// The schema version the database holds (0: none yet), reconnecting if needed.
+    pub fn stored_schema_version(&mut self) -> Result<i64, StoreError> {
+        self.run(Doing::Reading, |client| {
+            let exists: bool = client
+                .query_one("SELECT to_regclass('hookbox_schema') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                return Ok(0);
+            }
+            client
+                .query_one("SELECT coalesce(max(version), 0) FROM hookbox_schema", &[])
+                .map(|row| i64::from(row.get::<_, i32>(0)))
+        })
     }
 
     /// Stores the batch with one statement (one transaction, one durable commit). Repeats of an
@@ -417,9 +417,6 @@ impl Postgres {
         }
     }
 
-    /// Nothing to do: PostgreSQL checkpoints by itself.
-    pub fn after_commit(&mut self) {}
-
     /// Closes the connection politely (the server ends its backend at once).
     pub fn close(self) {
         if let Some(connection) = self.connection {
@@ -498,9 +495,13 @@ impl From<postgres::Error> for Migration {
     }
 }
 
-fn migrate_locked(client: &mut Client, text_index: &str) -> Result<(), Migration> {
+/// Runs `work` holding the migration lock.
+fn migrate_locked(
+    client: &mut Client,
+    work: impl FnOnce(&mut Client) -> Result<(), Migration>,
+) -> Result<(), Migration> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let result = apply_migrations(client).and_then(|()| Ok(client.batch_execute(text_index)?));
+    let result = work(client);
     // Released with the session too, should this fail.
     let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result?;
@@ -612,6 +613,14 @@ fn list_in(
             .get(0),
     };
 
+    // Past the last match there is nothing to read: answer without walking `offset` rows.
+    if query.offset >= u64::try_from(total).unwrap_or(0) {
+        tx.commit()?;
+        return Ok(Page {
+            rows: Vec::new(),
+            total,
+        });
+    }
     let mut page_conditions = conditions;
     let mut page_values = values;
     let after_id = query
