@@ -10,6 +10,10 @@ use super::Sqlite;
 use crate::store::feed::{FeedPage, FeedQuery, FeedStart, PageBuilder};
 use crate::store::{StoreError, StoredMessage};
 
+/// Rows after a `seq`, in `seq` order: a range of the rowid itself, no sort, no other index.
+const PAGE_SQL: &str = "SELECT seq, message_id, sender, recipient, ts, text FROM messages
+                        WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
 impl Sqlite {
     /// One page from one read transaction: `feed_state` and the rows agree.
     pub fn feed(&mut self, query: &FeedQuery) -> Result<FeedPage, StoreError> {
@@ -25,11 +29,7 @@ impl Sqlite {
             };
             let mut page = PageBuilder::new(query, after, purged_upto);
             if query.start != FeedStart::End {
-                // A range of the rowid itself: no sort, no other index.
-                let mut statement = tx.prepare_cached(
-                    "SELECT seq, message_id, sender, recipient, ts, text FROM messages
-                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
+                let mut statement = tx.prepare_cached(PAGE_SQL)?;
                 let mut rows = statement.query([after.saturating_sub(base), page.read_limit()])?;
                 while let Some(row) = rows.next()? {
                     let message = StoredMessage {
@@ -67,4 +67,31 @@ fn end_in(tx: &rusqlite::Transaction<'_>, base: i64, purged_upto: i64) -> rusqli
         .prepare_cached("SELECT max(seq) FROM messages")?
         .query_row([], |row| row.get(0))?;
     Ok(newest.map_or(base, |seq| base + seq).max(purged_upto))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::test_store;
+    use super::PAGE_SQL;
+
+    /// A page of 100 from any position is a range read of the rowid at any table size: pinned
+    /// by the plan, which must not sort nor scan.
+    #[test]
+    fn a_feed_page_is_a_range_of_the_rowid() {
+        let test = test_store("feed-plan", |_| {});
+        let plan: Vec<String> = test
+            .store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PAGE_SQL}"))
+            .unwrap()
+            .query_map([0, 100], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            ["SEARCH messages USING INTEGER PRIMARY KEY (rowid>?)"],
+            "{plan:?}"
+        );
+    }
 }

@@ -106,7 +106,7 @@ fn export_follow_streams_new_messages_and_resumes_from_its_printed_position() {
     let token = stderr
         .lines()
         .filter_map(|line| line.strip_prefix("position "))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no position line in {stderr:?}"))
         .to_owned();
     let feed = server.get("/feed").json();
