@@ -13,7 +13,7 @@
 //! bumps *after* its commit. A commit its snapshot missed therefore ended after the read began,
 //! so its bump comes after the generation was taken, and the waiter finds the generation moved.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -101,56 +101,79 @@ impl Notifier {
     }
 }
 
-/// Starts the watcher on its own store connection; it ends when the notifier closes.
-pub fn watch(
-    notifier: std::sync::Arc<Notifier>,
-    mut store: Store,
-    every: Duration,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name("feed-watcher".to_owned())
-        .spawn(move || {
-            let mut last = None;
-            loop {
-                {
-                    let mut state = notifier.lock();
-                    while !state.closed && state.waiters == 0 {
-                        state = notifier
-                            .changed
-                            .wait(state)
-                            .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    }
-                    if state.closed {
-                        break;
-                    }
-                }
-                // The first reading bumps too: a commit it is the first to see may have been
-                // missed by a waiter that read before it (see the module comment).
-                if let Ok(end) = store.feed_end() {
-                    if last != Some(end) {
-                        last = Some(end);
-                        notifier.bump();
-                    }
-                }
-                let until = Instant::now() + every;
-                let mut state = notifier.lock();
-                while !state.closed && Instant::now() < until {
-                    state = notifier
-                        .changed
-                        .wait_timeout(state, until.saturating_duration_since(Instant::now()))
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0;
-                }
+/// The notifier and the watcher thread: started with the server, stopped at its shutdown.
+pub struct Watcher {
+    notifier: Arc<Notifier>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts the watcher on its own store connection, reading it every `every` while anyone
+    /// waits.
+    pub fn start(store: Store, every: Duration) -> Watcher {
+        let notifier = Arc::new(Notifier::default());
+        let watched = Arc::clone(&notifier);
+        let thread = thread::Builder::new()
+            .name("feed-watcher".to_owned())
+            .spawn(move || watch(&watched, store, every))
+            .expect("spawning the feed watcher");
+        Watcher {
+            notifier,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn notifier(&self) -> Arc<Notifier> {
+        Arc::clone(&self.notifier)
+    }
+
+    /// Wakes every waiter for good, and ends the watcher.
+    pub fn stop(&mut self) {
+        self.notifier.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn watch(notifier: &Notifier, mut store: Store, every: Duration) {
+    let mut last = None;
+    loop {
+        {
+            let mut state = notifier.lock();
+            while !state.closed && state.waiters == 0 {
+                state = notifier
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
-            drop(store);
-        })
-        .expect("spawning the feed watcher")
+            if state.closed {
+                return;
+            }
+        }
+        // The first reading bumps too: a commit it is the first to see may have been missed by
+        // a waiter that read before it (see the module comment).
+        if let Ok(end) = store.feed_end() {
+            if last != Some(end) {
+                last = Some(end);
+                notifier.bump();
+            }
+        }
+        let until = Instant::now() + every;
+        let mut state = notifier.lock();
+        while !state.closed && Instant::now() < until {
+            state = notifier
+                .changed
+                .wait_timeout(state, until.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn a_bump_after_the_generation_was_taken_wakes_a_later_wait_at_once() {

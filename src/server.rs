@@ -23,7 +23,6 @@ use crate::config::Config;
 use crate::config::Database;
 use crate::conn::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 use crate::error::Error;
-use crate::feed;
 use crate::handlers::WebhookNote;
 use crate::http::{self, Response};
 use crate::metrics::{Metrics, Queue, Source, WebhookResult};
@@ -67,9 +66,8 @@ pub struct ServerHandle {
     lanes: [Receiver<Job>; 2],
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
-    /// Closed at shutdown, so long-polling feeds answer at once.
-    feed: Arc<feed::Notifier>,
-    feed_watcher: Option<JoinHandle<()>>,
+    /// Stopped at shutdown, which answers long-polling feeds at once.
+    feed: crate::feed::Watcher,
     failure: Receiver<String>,
     grace: Duration,
 }
@@ -98,10 +96,7 @@ impl ServerHandle {
             return;
         };
         serving.stop();
-        self.feed.close();
-        if let Some(watcher) = self.feed_watcher.take() {
-            let _ = watcher.join();
-        }
+        self.feed.stop();
         if !serving.wait_closed(self.grace.mul_f32(0.6)) {
             log::warn!(
                 open = serving.open_connections();
@@ -203,14 +198,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let (fast, fast_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (query, query_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-    let feed = Arc::new(feed::Notifier::default());
-    let feed_watcher = feed::watch(Arc::clone(&feed), watcher_store, config.feed_watch_every);
+    let feed = crate::feed::Watcher::start(watcher_store, config.feed_watch_every);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
-        feed: Arc::clone(&feed),
+        feed: feed.notifier(),
     });
     let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store, worker::pass_on);
     let workers = connections
@@ -258,7 +252,6 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         workers,
         writer: Some(writer_thread),
         feed,
-        feed_watcher: Some(feed_watcher),
         failure,
         grace,
     })
@@ -430,9 +423,8 @@ fn respond(
     request_id: &str,
     mut commit_wait: Option<CommitWait>,
 ) -> Outgoing {
-    // Every job is answered by a worker or, for a stored message or a feed's wait, here; it is
-    // dropped unanswered only by a bug caught in a worker or the writer (then: 500), or at the
-    // end of a shutdown.
+    // Every job is answered by a worker or here (a stored message, a feed's wait); it is dropped
+    // unanswered only by a bug caught in a worker or the writer (then: 500), or at shutdown's end.
     let mut wait_until = None;
     let response = loop {
         let answer = match &commit_wait {
