@@ -66,15 +66,14 @@ impl Store {
     }
 }
 
-/// Shared by both stores: examines the rows after the start in arrival order, as `(position,
-/// sender, row)`, keeping those that match, and works out `next` and `at_end`. `examined` is
-/// the number of rows the read was allowed to return (`limit`, or `FILTER_SCAN_ROWS` with a
-/// filter).
+/// Shared by both stores: takes the rows after the start in arrival order (at most
+/// `read_limit`: the page, or `FILTER_SCAN_ROWS` with a filter), keeps those that match, and
+/// works out `next`, `gap` and `at_end` from what it took.
 pub(super) struct PageBuilder<'q> {
     query: &'q FeedQuery,
     after: i64,
     purged_upto: i64,
-    pub rows: Vec<StoredMessage>,
+    rows: Vec<StoredMessage>,
     last_examined: Option<i64>,
     examined: u32,
 }
