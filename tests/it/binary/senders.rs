@@ -78,7 +78,10 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
         ],
         bad.as_bytes(),
     );
-    assert_eq!(answer.status, 200, "Meta would retry anything else for days");
+    assert_eq!(
+        answer.status, 200,
+        "Meta would retry anything else for days"
+    );
 
     let finished = proc.stop("TERM");
     let lines = finished.json_lines();
@@ -105,11 +108,17 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
     assert_eq!(bad_line["status"], 200);
     assert_eq!(bad_line["result"], "validation_error");
     let reason = bad_line["reason"].as_str().unwrap();
-    assert!(reason.contains("messages[0]") && reason.contains("from"), "{reason}");
+    assert!(
+        reason.contains("messages[0]") && reason.contains("from"),
+        "{reason}"
+    );
 
     let everything = format!("{}{}", finished.stdout.join("\n"), finished.stderr);
     for secret in [OLD_SECRET, APP_SECRET, "secret words", "never logged"] {
-        assert!(!everything.contains(secret), "{secret:?} reached the output");
+        assert!(
+            !everything.contains(secret),
+            "{secret:?} reached the output"
+        );
     }
 }
 
@@ -122,7 +131,9 @@ fn sign_prints_the_x_signature_and_fails_without_a_secret() {
     assert!(output.status.success(), "{output:?}");
     let printed = String::from_utf8(output.stdout).unwrap();
     assert_eq!(printed, format!("{}\n", sign(body.as_bytes())));
-    let unset = launch.clone_with("WEBHOOK_SECRET", "").run_args(&["sign", "-"], b"{}");
+    let unset = launch
+        .clone_with("WEBHOOK_SECRET", "")
+        .run_args(&["sign", "-"], b"{}");
     assert_eq!(unset.status.code(), Some(1));
     assert!(unset.stdout.is_empty());
     let usage = launch.run_args(&["sign", "a", "b"], b"");
