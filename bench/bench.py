@@ -104,7 +104,7 @@ def scenarios(files):
         ("ingest_duplicates", "dups", {}, post(files["dups"])),
         # New binary only (the previous release has no /webhook/whatsapp); messages/s below.
         ("ingest_whatsapp_5", "empty", {"HOOKBOX_WHATSAPP_APP_SECRET": lib.SECRET},
-         {"script": "webhook.lua", "path": "/webhook/whatsapp", "requests": files["whatsapp"],
+         {"script": "webhook.lua", "path": "/webhook/whatsapp", "requests": files.get("whatsapp", ""),
           "per_request": WHATSAPP_BATCH, "new_only": True,
           "wrk_env": {"BENCH_PATH": "/webhook/whatsapp",
                       "BENCH_SIGNATURE_HEADER": "X-Hub-Signature-256",
