@@ -30,7 +30,7 @@ fn hub_signature(body: &str) -> String {
 #[test]
 fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
     let dir = TempDir::new();
-    let (mut proc, addr) = Launch::new(dir.path())
+    let (proc, addr) = Launch::new(dir.path())
         .env("HOOKBOX_WEBHOOK_SECRET_PREVIOUS", OLD_SECRET)
         .env("HOOKBOX_WHATSAPP_APP_SECRET", APP_SECRET)
         .start();
