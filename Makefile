@@ -1,5 +1,5 @@
 # hookbox — the everyday commands. `make help` lists them.
-.PHONY: help up down logs run test test-sqlite test-postgres lint bench bench-reads bench-pg soak
+.PHONY: help up down logs run test test-sqlite test-postgres test-edge lint bench bench-reads bench-pg soak
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,9 +22,12 @@ test-sqlite: ## the suite on SQLite (and the PostgreSQL-only tests, skipped if i
 	cargo test --locked --workspace
 
 # The same integration suite again, every server on its own throwaway PostgreSQL database.
-# binary:: runs the executable on SQLite URLs and postgres:: already ran: not repeated.
+# binary:: runs the executable on SQLite URLs; postgres::, pg_tls:: and pg_stall:: already ran.
 test-postgres: ## the integration suite on PostgreSQL (127.0.0.1:5432 or HOOKBOX_TEST_PG_URL)
-	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip binary:: --skip postgres::
+	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip binary:: --skip postgres:: --skip pg_tls:: --skip pg_stall::
+
+test-edge: ## the SQLite suite on the edge build (no PostgreSQL support compiled in)
+	cargo test --locked --no-default-features --workspace
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check

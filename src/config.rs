@@ -335,8 +335,12 @@ fn parse_log_level(raw: &str) -> Option<LevelFilter> {
 /// the working directory); a bare path is taken as it is. Anything else is an error.
 pub fn parse_database_url(url: &str) -> Result<Database, String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return match url.parse::<postgres::Config>() {
-            Ok(_) => Ok(Database::Postgres(url.to_owned())),
+        #[cfg(feature = "postgres")]
+        let checked = crate::store::postgres::check_url(url);
+        #[cfg(not(feature = "postgres"))]
+        let checked = Err(crate::store::NO_POSTGRES.to_owned());
+        return match checked {
+            Ok(()) => Ok(Database::Postgres(url.to_owned())),
             // The parser's message never quotes the URL back, so no password reaches the log.
             Err(error) => Err(format!("{}: {error}", redact_url(url))),
         };
@@ -446,19 +450,30 @@ mod tests {
             parse_database_url("data/x.db").unwrap(),
             sqlite("data/x.db")
         );
+        #[cfg(feature = "postgres")]
         for url in [
             "postgres://u@h/db",
             "postgresql://u:p@127.0.0.1:5432/db?connect_timeout=5",
             "postgres:///db?host=/run/postgresql",
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            "postgres://u@h/db?sslmode=disable",
         ] {
             assert_eq!(
                 parse_database_url(url).unwrap(),
                 Database::Postgres(url.to_owned())
             );
         }
+        #[cfg(not(feature = "postgres"))]
+        assert!(
+            parse_database_url("postgres://u@h/db")
+                .unwrap_err()
+                .contains("cargo feature `postgres`")
+        );
         for bad in [
             "postgres://u@h/db?no_such_option=1",
             "postgres://u@h:port/db",
+            "postgres://u:secret@h/db?sslmode=verify_full",
+            "postgres://u@h/db?sslmode=allow",
             "mysql://u@h/db",
             "sqlite://x.db",
             "sqlite:x.db",

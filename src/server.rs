@@ -130,7 +130,15 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         StartError::Database(format!("{}: {error}", config.database.describe()))
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
-    writer_store.migrate().map_err(database_error)?;
+    match writer_store.migrate() {
+        // A database that does not answer yet (PostgreSQL starting, a network partition): serve
+        // 503s and not-ready until it does; each connection migrates on its first use then.
+        Err(StoreError::Unavailable(why)) => log::warn!(
+            database:% = config.database.describe();
+            "the database does not answer; serving 503 until it does: {why}"
+        ),
+        other => other.map_err(database_error)?,
+    }
     // Rows not yet in the text index (a tail left by the last run, or rows another program
     // wrote) are indexed before serving, so every search starts from an empty tail.
     if config.text_index_catch_up {

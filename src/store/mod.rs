@@ -4,6 +4,7 @@
 //! its SQL, stays in the submodule that implements it. Every worker owns one `Store` (reads), the
 //! writer owns one (writes); there is no pool.
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
@@ -14,10 +15,15 @@ use crate::config::{Config, Database};
 use crate::message::Message;
 use crate::timestamp;
 
+/// What a build without the `postgres` cargo feature says about a `postgres://` URL.
+pub const NO_POSTGRES: &str =
+    "this hookbox was built without PostgreSQL support (cargo feature `postgres`)";
+
 /// One connection to the configured store.
 pub enum Store {
     Sqlite(sqlite::Sqlite),
     /// Boxed: its connection settings are large, and a `Store` moves into every worker.
+    #[cfg(feature = "postgres")]
     Postgres(Box<postgres::Postgres>),
 }
 
@@ -145,9 +151,12 @@ impl Store {
     pub fn open(config: &Config) -> Result<Store, StoreError> {
         match config.database {
             Database::Sqlite(_) => sqlite::Sqlite::open(config).map(Store::Sqlite),
+            #[cfg(feature = "postgres")]
             Database::Postgres(_) => {
                 postgres::Postgres::open(config).map(|store| Store::Postgres(Box::new(store)))
             }
+            #[cfg(not(feature = "postgres"))]
+            Database::Postgres(_) => Err(StoreError::Internal(NO_POSTGRES.to_owned())),
         }
     }
 
@@ -155,6 +164,7 @@ impl Store {
     pub fn schema_version(&self) -> i64 {
         match self {
             Store::Sqlite(_) => sqlite::SCHEMA_VERSION,
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => postgres::SCHEMA_VERSION,
         }
     }
@@ -163,6 +173,7 @@ impl Store {
     pub fn migrate(&mut self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.migrate(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.migrate(),
         }
     }
@@ -171,6 +182,7 @@ impl Store {
     pub fn check_ready(&mut self) -> Result<(), String> {
         match self {
             Store::Sqlite(store) => store.check_ready(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.check_ready(),
         }
     }
@@ -187,6 +199,7 @@ impl Store {
     ) -> Result<Vec<Inserted>, StoreError> {
         match self {
             Store::Sqlite(store) => store.insert_batch(messages, received_at),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.insert_batch(messages, received_at),
         }
     }
@@ -196,6 +209,7 @@ impl Store {
     pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
         match self {
             Store::Sqlite(store) => store.list(query),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.list(query),
         }
     }
@@ -204,6 +218,7 @@ impl Store {
     pub fn stats(&mut self) -> Result<Stats, StoreError> {
         match self {
             Store::Sqlite(store) => store.stats(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.stats(),
         }
     }
@@ -213,6 +228,7 @@ impl Store {
     pub fn purge(&mut self, retention: &Retention, batch: usize) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(store) => store.purge(retention, batch),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.purge(retention, batch),
         }
     }
@@ -223,6 +239,7 @@ impl Store {
     pub fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(store) => store.index_pending(max_rows),
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => Ok(0),
         }
     }
@@ -231,6 +248,7 @@ impl Store {
     pub fn unindexed(&mut self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(store) => store.unindexed(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => Ok(0),
         }
     }
@@ -243,6 +261,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.export(filter, each),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.export(filter, each),
         }
     }
@@ -251,6 +270,7 @@ impl Store {
     pub fn after_commit(&mut self) {
         match self {
             Store::Sqlite(store) => store.after_commit(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.after_commit(),
         }
     }
@@ -259,6 +279,7 @@ impl Store {
     pub fn close(self) {
         match self {
             Store::Sqlite(store) => store.close(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.close(),
         }
     }

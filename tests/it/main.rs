@@ -12,7 +12,14 @@ mod hostile;
 mod messages;
 mod migration;
 mod ops;
+#[cfg(feature = "postgres")]
+mod pg_proxy;
+#[cfg(feature = "postgres")]
+mod pg_stall;
+#[cfg(feature = "postgres")]
+mod pg_tls;
 mod pipeline;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod properties;
 mod retention;
