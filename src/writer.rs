@@ -274,6 +274,24 @@ fn commit<T>(
             shared.storage.record_success();
             inserted.into_iter().map(Ok).collect()
         }
+        // One row the store cannot hold fails the whole statement: store them one by one, so
+        // only that row's sender gets the error.
+        Err(StoreError::Refused(_)) if messages.len() > 1 => messages
+            .iter()
+            .map(|message| {
+                store
+                    .insert_batch(std::slice::from_ref(message), &received_at)
+                    .and_then(|mut inserted| {
+                        inserted.pop().ok_or_else(|| {
+                            StoreError::Internal("a batch of one answered nothing".to_owned())
+                        })
+                    })
+            })
+            .collect(),
+        Err(error @ StoreError::Refused(_)) => {
+            log::warn!("a message the store cannot hold was refused: {error}");
+            vec![Err(error)]
+        }
         Err(error) => {
             log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
             shared.storage.record_failure(error.to_string());

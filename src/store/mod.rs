@@ -36,6 +36,10 @@ pub enum StoreError {
     Unavailable(String),
     /// A read ran past `HOOKBOX_QUERY_TIMEOUT_MS` and was stopped.
     QueryTimeout,
+    /// The store cannot hold a row of the batch (a value past an index's size limit, or one
+    /// the database refuses): retrying will not help. The writer then stores the batch row by
+    /// row, so only that row's sender hears of it.
+    Refused(String),
     /// A bug or corruption.
     Internal(String),
 }
@@ -45,6 +49,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Unavailable(cause) => write!(f, "store unavailable: {cause}"),
             StoreError::QueryTimeout => f.write_str("query stopped at the query timeout"),
+            StoreError::Refused(cause) => write!(f, "the store cannot hold this row: {cause}"),
             StoreError::Internal(cause) => write!(f, "store error: {cause}"),
         }
     }

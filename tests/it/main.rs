@@ -15,6 +15,8 @@ mod ops;
 #[cfg(feature = "postgres")]
 mod pg_proxy;
 #[cfg(feature = "postgres")]
+mod pg_rows;
+#[cfg(feature = "postgres")]
 mod pg_stall;
 #[cfg(feature = "postgres")]
 mod pg_tls;
@@ -27,4 +29,5 @@ mod stats;
 mod storage;
 mod store_model;
 mod text_index;
+mod unmatchable;
 mod webhook;

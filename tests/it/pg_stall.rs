@@ -229,3 +229,53 @@ fn an_instance_whose_database_is_down_at_startup_keeps_running_and_answers_503()
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.header("retry-after").is_some());
 }
+
+#[test]
+fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_succeed() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    let mut config = Config::for_postgres(db.url(), Some(SECRET));
+    config.workers = 1;
+    let server = TestServer::start_on(config);
+    let first = message("before", "+1", "2025-01-15T10:00:00Z", None);
+    assert_eq!(server.post_webhook(first.as_bytes()).status, 200);
+    assert_eq!(server.get("/health/ready").status, 200);
+    // What a restart leaves behind: every idle connection of hookbox's is gone.
+    let mut admin = db.client();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'hookbox'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        ended >= 2,
+        "the writer's and the worker's connections: {ended}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'hookbox'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backends did not end");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let ready = server.get("/health/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let after = message("after", "+1", "2025-01-15T10:00:01Z", None);
+    let resp = server.post_webhook(after.as_bytes());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(stored(&db).contains("after"));
+}

@@ -283,6 +283,13 @@ impl Session {
         if *code == SqlState::QUERY_CANCELED && doing == Doing::Reading {
             return StoreError::QueryTimeout;
         }
+        // A value the database cannot take (class 22: data exception) or past one of its limits
+        // (54000: e.g. an index row over ~2.7 kB): that row's fault, not the store's.
+        if doing == Doing::Writing
+            && (code.code().starts_with("22") || *code == SqlState::PROGRAM_LIMIT_EXCEEDED)
+        {
+            return StoreError::Refused(message);
+        }
         let waitable = matches!(
             &code.code()[..2],
             // connection, resources (disk full, too many connections), operator intervention

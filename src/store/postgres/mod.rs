@@ -168,21 +168,30 @@ impl Postgres {
     /// build's schema. A connection that does not answer in time is given up.
     pub fn check_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        let connection = self
-            .session
-            .connection(READY_WITHIN)
-            .map_err(|error| format!("database does not answer: {error}"))?;
-        let left = READY_WITHIN.saturating_sub(started.elapsed());
-        if let Err(error) = connection
-            .client
-            .is_valid(left.max(Duration::from_millis(100)))
-        {
+        // Twice at most: a connection the server ended while it sat idle (a restart) fails at
+        // once, and a new one is tried within what is left of the budget. One that does not
+        // answer in time is given up (it may be stuck behind a statement that never returns).
+        for attempt in 0..2 {
+            let left = READY_WITHIN.saturating_sub(started.elapsed());
+            let connection = self
+                .session
+                .connection(left.max(Duration::from_millis(100)))
+                .map_err(|error| format!("database does not answer: {error}"))?;
+            let left = READY_WITHIN.saturating_sub(started.elapsed());
+            let Err(error) = connection
+                .client
+                .is_valid(left.max(Duration::from_millis(100)))
+            else {
+                break;
+            };
             let endpoint = self.session.endpoint().to_owned();
             self.session.lose();
-            return Err(format!(
-                "database does not answer: PostgreSQL at {endpoint}: {}",
-                connection::describe(&error)
-            ));
+            if attempt == 1 || !connection::connection_lost(&error) {
+                return Err(format!(
+                    "database does not answer: PostgreSQL at {endpoint}: {}",
+                    connection::describe(&error)
+                ));
+            }
         }
         self.ensure_schema()
             .map_err(|error| format!("database not ready: {error}"))
