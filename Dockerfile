@@ -5,7 +5,6 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY sql ./sql
-COPY vendor ./vendor
 RUN cargo build --release --locked \
  && mkdir -p /data
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """hookbox benchmark: drives the release binary with wrk on loopback and prints tables.
 
-Three parts; throughput and reads always, postgres when asked for:
+Four parts; throughput, reads and held bodies always, postgres when asked for:
 - throughput (this file): every scenario starts a fresh server process on a fresh copy of its
   database, so the peak RSS (VmHWM) read after the run belongs to that scenario alone, and the
   context switches the kernel reports when the process is reaped belong to that run alone. Each
@@ -12,13 +12,16 @@ Three parts; throughput and reads always, postgres when asked for:
   and 3 instances sharing one PostgreSQL.
 - reads (bench/reads.py): single-client reads on a store of BENCH_ROWS messages loaded with
   `hookbox import`.
+- held_bodies (bench/held_bodies.py): 1,500 clients each send 64 KiB of a larger body and stop;
+  RSS and an honest client's latency meanwhile.
 
-Results go to stdout and to bench-results/{latest,throughput,postgres,reads}.{md,json}.
+Results go to stdout and to bench-results/{latest,throughput,postgres,reads,held_bodies}.{md,json}.
 
 Usage: bench/run.sh   (builds the binaries, installs wrk if missing, then runs this)
 Env:   BENCH_DURATION (seconds per run, default 5), BENCH_RUNS (default 3),
        BENCH_CONNECTIONS (default 64), BENCH_THREADS (wrk threads, default 2),
-       BENCH_ONLY (comma-separated scenario names; `throughput`, `postgres`, `reads`: a whole part),
+       BENCH_ONLY (comma-separated scenario names; `throughput`, `postgres`, `reads`,
+       `held_bodies`: a whole part),
        BENCH_BASELINE (path of the previous binary; unset or `none`: the new binary alone),
        BENCH_ROWS (messages in the read store, default 1000000), BENCH_READS_BASELINE (0: the
        reads for the new binary only),
@@ -39,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lib  # noqa: E402
 import postgres  # noqa: E402
+import held_bodies  # noqa: E402
 import reads  # noqa: E402
 from lib import log  # noqa: E402
 
@@ -281,6 +285,11 @@ def main():
             report, data["reads"] = reads.run(workdir, bins)
             print(report + "\n", flush=True)
             lib.write_results("reads", report, data["reads"])
+            sections.append(report)
+        if not lib.ONLY or "held_bodies" in lib.ONLY:
+            report, data["held_bodies"] = held_bodies.run(workdir, bins)
+            print(report + "\n", flush=True)
+            lib.write_results("held_bodies", report, data["held_bodies"])
             sections.append(report)
         if not sections:
             sys.exit(f"BENCH_ONLY={','.join(sorted(lib.ONLY))} names no scenario")

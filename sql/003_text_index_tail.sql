@@ -1,9 +1,9 @@
--- 003: the text index's watermark. Rows are no longer added to the text index inside their
--- insert; the writer adds them between commits, in short transactions of their own, oldest first
--- (see `Sqlite::index_pending`). `indexed_upto` is the highest `seq` up to which every row is in
--- `messages_fts` (those with text; a row without text needs no entry). Rows above it are "the
--- tail": `q` verifies every one of them besides the index's candidates, so its answers stay
--- exact, and the writer keeps the tail short (README, "Growth").
+-- 003: the text index's watermark. Rows are no longer added to the text index inside their insert;
+-- the writer adds them between commits, in short transactions of their own, oldest first (see
+-- `Sqlite::index_pending`, src/store/sqlite/text_index.rs). `indexed_upto` is the highest `seq` up
+-- to which every row is in `messages_fts` (those with text; a row without text needs no entry).
+-- Rows above it are "the tail": `q` verifies every one of them besides the index's candidates, so
+-- its answers stay exact, and the writer keeps the tail short (README, "Growth").
 --
 -- Meaningful only while `messages_fts` exists: sql/text_index_on.sql sets it after filling the
 -- index, sql/text_index_off.sql resets it.

@@ -25,12 +25,13 @@ UPDATE text_index_state SET indexed_upto = (SELECT coalesce(max(seq), 0) FROM me
 -- New rows are not added by a trigger, nor inside their insert: FTS5 writes its pending terms
 -- out as a new segment at every statement that touches it, so a per-row trigger made that once
 -- per message (40% of import time), and even once per commit it cost durable ingest 20%. The
--- writer adds them between commits, many rows per statement (`Sqlite::index_pending`); rows not
--- added yet are the tail, above `text_index_state.indexed_upto`.
+-- writer's upkeep adds them between commits, many rows per statement (`Sqlite::index_pending` in
+-- src/store/sqlite/text_index.rs); rows not added yet are the tail, above
+-- `text_index_state.indexed_upto`.
 --
 -- Deletes come in few statements, so a trigger serves them. It also fires for a purged tail row,
 -- which is not in the index: deleting an absent rowid from a contentless-delete FTS5 table changes
--- nothing (pinned by a unit test in src/store/sqlite.rs), so it needs no watermark check.
+-- nothing (pinned by a unit test in src/store/sqlite/tests.rs), so it needs no watermark check.
 CREATE TRIGGER messages_text_unindexed AFTER DELETE ON messages WHEN OLD.text IS NOT NULL BEGIN
     DELETE FROM messages_fts WHERE rowid = OLD.seq;
 END;

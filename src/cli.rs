@@ -1,65 +1,255 @@
-//! `hookbox export` and `hookbox import`: moving messages out of and into the store as NDJSON.
+//! The command line: which command to run, its help, and how each outcome becomes an exit code.
 //!
-//! Export writes one compact JSON object per line (`message_id, from, to, ts, text`, in that
-//! order) in `/messages` order, streaming from one read snapshot in constant memory. Import reads
-//! such lines, validates each exactly as `/webhook` does (`message::parse`) and stores them
-//! through the same exactly-once `insert_batch`, many per transaction. So `export | import` into
-//! an empty store, then `export` again, gives the same bytes.
+//! `hookbox` alone serves HTTP; `healthcheck`, `export` and `import` are one-shot commands that
+//! behave like the Unix tools operators know: `--help` and `--version` print to stdout and exit
+//! 0, a wrong argument is exit 2 with a one-line hint on stderr, data goes to stdout and
+//! everything else to stderr. Configuration still comes from the environment only (`config`).
 //!
-//! Both talk to the store named by `DATABASE_URL` directly, not to a running server. Data goes to
-//! stdout (export); progress, problems and the summary go to stderr.
+//! Exit codes: 0 success; 1 the work failed (store, input, output, a server that is not ready,
+//! invalid import lines); 2 bad arguments or configuration.
 
+mod export;
+mod import;
+
+use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::error::Error;
-use crate::message::{self, Message};
-use crate::store::{ExportFilter, Inserted, Store, StoredMessage};
-use crate::timestamp;
 
-/// Messages per import transaction: large enough that the commit's fsync is noise, small enough
-/// that a batch's messages (and the write lock) are held for a fraction of a second.
-const IMPORT_BATCH: usize = 10_000;
-/// How often a long import reports progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// Invalid lines reported one by one on stderr (and by number in the summary); beyond this
-/// only counted.
-const INVALID_SHOWN: usize = 10;
+pub use export::{ExportArgs, export};
+pub use import::{ImportSummary, import};
 
-/// Why a subcommand failed.
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// No arguments: serve HTTP until a signal.
+    Serve,
+    /// `--help`, `-h`, `help [COMMAND]`, `COMMAND --help`.
+    Help(Topic),
+    /// `--version`, `-V`.
+    Version,
+    Healthcheck,
+    Export(ExportArgs),
+    /// `import [FILE|-]`: `None` or `-` reads stdin.
+    Import(Option<String>),
+}
+
+/// Whose help to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Main,
+    Healthcheck,
+    Export,
+    Import,
+}
+
+/// Arguments that cannot be run: exit 2, with this one line on stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a one-shot command failed.
 #[derive(Debug)]
 pub enum CliError {
     /// The arguments are wrong (exit code 2).
     Usage(String),
-    /// The store or the input/output failed (exit code 1).
+    /// The store, the input or the output failed (exit code 1).
     Failed(String),
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(message) => write!(f, "usage: {message}"),
-            CliError::Failed(message) => f.write_str(message),
+            CliError::Usage(message) | CliError::Failed(message) => f.write_str(message),
         }
     }
 }
 
-/// Runs `hookbox export …` or `hookbox import …` and turns the outcome into the exit code:
-/// 0 on success (import: every line valid), 1 on failure or invalid lines, 2 on bad arguments.
-pub fn run(config: &Config, command: &str, args: &[String]) -> ExitCode {
-    let result = match command {
-        "export" => export_command(config, args).map(|()| true),
-        "import" => import_command(config, args).map(|summary| summary.invalid == 0),
-        other => Err(CliError::Usage(format!("unknown subcommand {other:?}"))),
+fn is_help(arg: &str) -> bool {
+    arg == "--help" || arg == "-h"
+}
+
+/// Reads the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|arg| UsageError(format!("argument {arg:?} is not UTF-8")))
+        })
+        .collect::<Result<_, _>>()?;
+    let Some((first, rest)) = args.split_first() else {
+        return Ok(Command::Serve);
+    };
+    let topic = |name: &str| match name {
+        "healthcheck" => Some(Topic::Healthcheck),
+        "export" => Some(Topic::Export),
+        "import" => Some(Topic::Import),
+        _ => None,
+    };
+    match first.as_str() {
+        "--help" | "-h" | "help" => match rest {
+            [] => Ok(Command::Help(Topic::Main)),
+            [name] if first == "help" => topic(name)
+                .map(Command::Help)
+                .ok_or_else(|| UsageError(format!("no help for {name:?}: not a command"))),
+            [extra, ..] => Err(unexpected(extra, "")),
+        },
+        "--version" | "-V" => match rest {
+            [] => Ok(Command::Version),
+            [extra, ..] => Err(unexpected(extra, "")),
+        },
+        name @ ("healthcheck" | "export" | "import") if rest.iter().any(|arg| is_help(arg)) => {
+            Ok(Command::Help(topic(name).unwrap_or(Topic::Main)))
+        }
+        "healthcheck" => match rest {
+            [] => Ok(Command::Healthcheck),
+            [extra, ..] => Err(unexpected(extra, "healthcheck ")),
+        },
+        "export" => export::parse_args(rest).map(Command::Export),
+        "import" => match rest {
+            [] => Ok(Command::Import(None)),
+            [path] if path == "-" => Ok(Command::Import(None)),
+            [path] if path.starts_with('-') => Err(unexpected(path, "import ")),
+            [path] => Ok(Command::Import(Some(path.clone()))),
+            [_, extra, ..] => Err(unexpected(extra, "import ")),
+        },
+        other => Err(unexpected(other, "")),
+    }
+}
+
+fn unexpected(arg: &str, command: &str) -> UsageError {
+    UsageError(format!(
+        "unexpected argument {arg:?} to `hookbox {command}…`"
+    ))
+}
+
+/// The version line: the crate's version and the schema each store is brought to.
+pub fn version() -> String {
+    #[cfg(feature = "postgres")]
+    let postgres = format!("PostgreSQL {}", crate::store::postgres::SCHEMA_VERSION);
+    #[cfg(not(feature = "postgres"))]
+    let postgres = "no PostgreSQL in this build".to_owned();
+    format!(
+        "hookbox {} (schema version: SQLite {}, {postgres})\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::store::sqlite::SCHEMA_VERSION,
+    )
+}
+
+/// The help text for `topic`.
+pub fn help(topic: Topic) -> &'static str {
+    match topic {
+        Topic::Main => MAIN_HELP,
+        Topic::Healthcheck => HEALTHCHECK_HELP,
+        Topic::Export => EXPORT_HELP,
+        Topic::Import => IMPORT_HELP,
+    }
+}
+
+const MAIN_HELP: &str = "\
+hookbox: a webhook ingestion server (HMAC-checked messages, stored exactly once)
+
+Usage:
+  hookbox                        serve HTTP on HOST:PORT until SIGTERM, SIGINT or SIGHUP
+  hookbox healthcheck            exit 0 if the server on HOST:PORT is ready
+  hookbox export [OPTIONS]       write the stored messages to stdout as NDJSON
+  hookbox import [FILE|-]        store NDJSON messages from FILE or stdin
+  hookbox help [COMMAND]         this help, or a command's (also: COMMAND --help)
+  hookbox --version              the version and the schema versions it uses
+
+Configuration is read from the environment only: DATABASE_URL (default sqlite:///hookbox.db),
+WEBHOOK_SECRET, HOST, PORT, LOG_LEVEL and the HOOKBOX_* variables in the README.
+
+Exit codes: 0 success, 1 failure, 2 bad arguments or configuration.
+";
+
+const HEALTHCHECK_HELP: &str = "\
+Usage: hookbox healthcheck
+
+Asks the server on HOST:PORT (0.0.0.0 and :: mean loopback) for GET /health/ready and exits 0
+on a 200, else 1 with the reason on stderr. For container healthchecks: the image has no curl.
+Takes no arguments.
+";
+
+const EXPORT_HELP: &str = "\
+Usage: hookbox export [--since TS] [--from SENDER]
+
+Writes every stored message in DATABASE_URL to stdout, one compact JSON object per line
+(message_id, from, to, ts, text), in /messages order, from one read snapshot. The store is
+opened read-only: nothing is created or changed, and a read-only file works.
+
+Options:
+  --since TS       only messages with ts at or after TS (2025-01-15T10:00:00Z, as /messages)
+  --from SENDER    only messages from SENDER (+ and digits, as stored)
+  -h, --help       this help
+
+Exit codes: 0 done (also when stdout is closed early, as by `| head`), 1 the store or stdout
+failed, 2 bad arguments or configuration.
+";
+
+const IMPORT_HELP: &str = "\
+Usage: hookbox import [FILE|-]
+
+Reads NDJSON messages (as export writes them) from FILE, or stdin without FILE or with -, and
+stores each valid one through the webhook's validation and exactly-once insert. Empty and
+whitespace-only lines are skipped; a UTF-8 byte order mark at the start is skipped; a line
+longer than HOOKBOX_MAX_BODY_BYTES is invalid. Problems and progress go to stderr, and the last
+line is always the summary:
+  import: lines=N created=N duplicate=N invalid=N first_invalid_lines=L1,L2,…
+
+Exit codes: 0 every line valid and stored, 1 invalid lines (the valid ones are stored) or the
+store failed (the summary says what was stored before), 2 bad arguments or configuration.
+";
+
+/// Writes `text` to stdout. A closed stdout (`hookbox --help | head -1`) is not an error.
+pub fn print(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("hookbox: writing stdout: {error}");
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Runs a one-shot command (`healthcheck`, `export`, `import`) and turns its outcome into the
+/// exit code. Problems go to stderr as `hookbox COMMAND: …`.
+pub fn run(config: &Config, command: &Command) -> ExitCode {
+    let (name, result) = match command {
+        Command::Healthcheck => (
+            "healthcheck",
+            crate::healthcheck::check(config)
+                .map(|()| true)
+                .map_err(CliError::Failed),
+        ),
+        Command::Export(args) => ("export", export::run(config, args).map(|()| true)),
+        Command::Import(path) => (
+            "import",
+            import::run(config, path.as_deref())
+                .map(|summary| summary.invalid == 0 && summary.stopped.is_none()),
+        ),
+        Command::Serve | Command::Help(_) | Command::Version => (
+            "",
+            Err(CliError::Usage("not a one-shot command".to_owned())),
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
-            eprintln!("hookbox {command}: {error}");
+            eprintln!("hookbox {name}: {error}");
             ExitCode::from(match error {
                 CliError::Usage(_) => 2,
                 CliError::Failed(_) => 1,
@@ -68,186 +258,77 @@ pub fn run(config: &Config, command: &str, args: &[String]) -> ExitCode {
     }
 }
 
-fn export_command(config: &Config, args: &[String]) -> Result<(), CliError> {
-    let mut filter = ExportFilter::default();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_owned())),
-            None => (arg.as_str(), None),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn help_and_version_in_every_usual_spelling() {
+        for args in [&["--help"][..], &["-h"], &["help"]] {
+            assert_eq!(parsed(args), Ok(Command::Help(Topic::Main)), "{args:?}");
+        }
+        for (args, topic) in [
+            (&["export", "--help"][..], Topic::Export),
+            (&["export", "--since", "x", "-h"], Topic::Export),
+            (&["import", "--help"], Topic::Import),
+            (&["healthcheck", "-h"], Topic::Healthcheck),
+            (&["help", "import"], Topic::Import),
+        ] {
+            assert_eq!(parsed(args), Ok(Command::Help(topic)), "{args:?}");
+        }
+        assert_eq!(parsed(&["--version"]), Ok(Command::Version));
+        assert_eq!(parsed(&["-V"]), Ok(Command::Version));
+        assert!(version().contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn anything_unexpected_is_a_usage_error() {
+        for args in [
+            &["--frobnicate"][..],
+            &["serve"],
+            &["healthcheck", "now"],
+            &["import", "a", "b"],
+            &["import", "--since"],
+            &["export", "extra"],
+            &["export", "--since"],
+            &["export", "--since", "2025-02-30T00:00:00Z"],
+            &["export", "--from", "919876543210"],
+            &["export", "--from", ""],
+            &["help", "nothing"],
+            &["--help", "extra"],
+            &["--version", "extra"],
+        ] {
+            let error = parsed(args).expect_err(&format!("{args:?}"));
+            assert!(!error.0.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn commands_with_their_arguments() {
+        assert_eq!(parsed(&[]), Ok(Command::Serve));
+        assert_eq!(parsed(&["healthcheck"]), Ok(Command::Healthcheck));
+        assert_eq!(parsed(&["import"]), Ok(Command::Import(None)));
+        assert_eq!(parsed(&["import", "-"]), Ok(Command::Import(None)));
+        assert_eq!(
+            parsed(&["import", "x.ndjson"]),
+            Ok(Command::Import(Some("x.ndjson".to_owned())))
+        );
+        let Ok(Command::Export(args)) = parsed(&[
+            "export",
+            "--since=2025-01-15T10:00:00.5Z",
+            "--from",
+            "+919876543210",
+        ]) else {
+            panic!("export arguments");
         };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next().cloned())
-                .ok_or_else(|| CliError::Usage(format!("{name} needs a value")))
-        };
-        match name {
-            "--since" => {
-                let since = value()?;
-                let key = timestamp::sort_key(&since).ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "--since {since:?} is not YYYY-MM-DDTHH:MM:SS[.fff]Z"
-                    ))
-                })?;
-                filter.since_key = Some(key);
-            }
-            "--from" => filter.from = Some(value()?),
-            other => {
-                return Err(CliError::Usage(format!(
-                    "hookbox export [--since TS] [--from SENDER] (unknown argument {other:?})"
-                )));
-            }
-        }
-    }
-    let mut store = Store::open(config).map_err(|error| CliError::Failed(error.to_string()))?;
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
-    export(&mut store, &filter, &mut out)?;
-    out.flush()
-        .map_err(|error| CliError::Failed(format!("writing stdout: {error}")))
-}
-
-/// Writes every message `filter` selects to `out`, one compact JSON object per line.
-pub fn export(
-    store: &mut Store,
-    filter: &ExportFilter,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    store
-        .export(filter, &mut |message: &StoredMessage| {
-            serde_json::to_writer(&mut *out, message)?;
-            out.write_all(b"\n")
-        })
-        .map_err(|error| CliError::Failed(error.to_string()))
-}
-
-fn import_command(config: &Config, args: &[String]) -> Result<ImportSummary, CliError> {
-    let input: Box<dyn BufRead> = match args {
-        [] => Box::new(io::stdin().lock()),
-        [dash] if dash == "-" => Box::new(io::stdin().lock()),
-        [path] => Box::new(io::BufReader::with_capacity(
-            256 * 1024,
-            std::fs::File::open(path)
-                .map_err(|error| CliError::Failed(format!("{path}: {error}")))?,
-        )),
-        _ => return Err(CliError::Usage("hookbox import [FILE|-]".to_owned())),
-    };
-    let mut store = Store::open(config).map_err(|error| CliError::Failed(error.to_string()))?;
-    store
-        .migrate()
-        .map_err(|error| CliError::Failed(error.to_string()))?;
-    let summary = import(&mut store, input, &mut io::stderr())?;
-    store.close();
-    eprintln!("{summary}");
-    Ok(summary)
-}
-
-/// What an import did, line by line.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ImportSummary {
-    pub lines: u64,
-    pub created: u64,
-    pub duplicate: u64,
-    pub invalid: u64,
-    /// 1-based numbers of the first invalid lines (at most `INVALID_SHOWN`).
-    pub first_invalid: Vec<u64>,
-}
-
-impl fmt::Display for ImportSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "import: lines={} created={} duplicate={} invalid={}",
-            self.lines, self.created, self.duplicate, self.invalid
-        )?;
-        if !self.first_invalid.is_empty() {
-            let numbers: Vec<String> = self.first_invalid.iter().map(u64::to_string).collect();
-            write!(f, " first_invalid_lines={}", numbers.join(","))?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads NDJSON from `input`, storing every valid line; problems and progress go to `report`.
-/// Empty lines are skipped. Valid lines are stored even when others are invalid.
-pub fn import(
-    store: &mut Store,
-    mut input: Box<dyn BufRead + '_>,
-    report: &mut dyn Write,
-) -> Result<ImportSummary, CliError> {
-    let mut summary = ImportSummary::default();
-    let mut batch: Vec<Message> = Vec::with_capacity(IMPORT_BATCH);
-    let mut line = Vec::new();
-    let started = Instant::now();
-    let mut last_report = started;
-    loop {
-        line.clear();
-        let read = input
-            .read_until(b'\n', &mut line)
-            .map_err(|error| CliError::Failed(format!("reading input: {error}")))?;
-        if read == 0 {
-            break;
-        }
-        summary.lines += 1;
-        let body = line.strip_suffix(b"\n").unwrap_or(&line);
-        let body = body.strip_suffix(b"\r").unwrap_or(body);
-        if body.is_empty() {
-            continue;
-        }
-        match message::parse(body).result {
-            Ok(message) => batch.push(message),
-            Err(error) => {
-                summary.invalid += 1;
-                if summary.first_invalid.len() < INVALID_SHOWN {
-                    summary.first_invalid.push(summary.lines);
-                    let _ = writeln!(report, "line {}: {}", summary.lines, problem(&error));
-                }
-            }
-        }
-        if batch.len() == IMPORT_BATCH {
-            store_batch(store, &mut batch, &mut summary)?;
-            if last_report.elapsed() >= PROGRESS_EVERY {
-                last_report = Instant::now();
-                let rate = summary.lines as f64 / started.elapsed().as_secs_f64();
-                let _ = writeln!(
-                    report,
-                    "import: {} lines so far ({rate:.0} lines/s)",
-                    summary.lines
-                );
-            }
-        }
-    }
-    store_batch(store, &mut batch, &mut summary)?;
-    Ok(summary)
-}
-
-fn store_batch(
-    store: &mut Store,
-    batch: &mut Vec<Message>,
-    summary: &mut ImportSummary,
-) -> Result<(), CliError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let results = store
-        .insert_batch(batch, &timestamp::now_utc())
-        .map_err(|error| CliError::Failed(error.to_string()))?;
-    for inserted in results {
-        match inserted {
-            Inserted::Created => summary.created += 1,
-            Inserted::Duplicate => summary.duplicate += 1,
-        }
-    }
-    store.after_commit();
-    batch.clear();
-    Ok(())
-}
-
-/// The validation problems of a line, as `/webhook` would answer them.
-fn problem(error: &Error) -> String {
-    match error {
-        Error::Unprocessable(problems) => serde_json::to_string(problems).unwrap_or_default(),
-        other => other.to_string(),
+        assert_eq!(
+            args.filter.since_key.as_deref(),
+            Some("2025-01-15T10:00:00.5")
+        );
+        assert_eq!(args.filter.from.as_deref(), Some("+919876543210"));
     }
 }

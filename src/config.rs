@@ -4,11 +4,20 @@
 //! `Config::from_lookup` takes any lookup function so tests can build configs without touching
 //! the process environment, which is global and racy under parallel tests.
 
+mod database;
+mod size;
+
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
+
+pub use size::DEFAULT_MAX_BODY_BUFFER_MIB;
+use size::{MAX_BODY_BUFFER_MIB, mebibytes};
+
+pub use database::{Database, parse_database_url, redact_url};
 
 /// Everything the server needs to start, already validated.
 #[derive(Debug, Clone)]
@@ -53,7 +62,10 @@ pub struct Config {
     pub query_timeout: Duration,
     /// Reads are refused (503) while answers of more than this many bytes wait for clients that
     /// are not reading them.
-    pub max_held_answer_bytes: usize,
+    pub max_held_answer_bytes: u64,
+    /// Bytes of request bodies all connections together may hold in memory; a body that would
+    /// take them over is answered 503 unread (`HOOKBOX_MAX_BODY_BUFFER_MIB`).
+    pub max_body_buffer_bytes: u64,
     /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
     pub text_index: bool,
     /// Whether the writer adds new rows to SQLite's text index between commits. Always on in
@@ -64,36 +76,12 @@ pub struct Config {
     pub retain_messages: u64,
     /// Drop messages that arrived more than this many days ago; 0: keep them forever.
     pub retain_days: u64,
-}
-
-/// The store `DATABASE_URL` names.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Database {
-    /// An SQLite file (the embedded default): one box, one file.
-    Sqlite(PathBuf),
-    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`), kept as given: several
-    /// hookbox instances may share the database it names.
-    Postgres(String),
-}
-
-impl Database {
-    /// What the logs may say about the store: the file, or the URL with any password hidden.
-    pub fn describe(&self) -> String {
-        match self {
-            Database::Sqlite(path) => path.display().to_string(),
-            Database::Postgres(url) => redact_url(url),
-        }
-    }
-}
-
-/// `Debug` never shows a password, so a logged config cannot leak it.
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Database::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
-        }
-    }
+    /// `HOOKBOX_ADMIN_TOKEN`: when set, the read routes (`Route::needs_admin`) need
+    /// `Authorization: Bearer <token>`; `None` leaves them open.
+    pub admin_token: Option<Secret>,
+    /// `HOOKBOX_COMMIT_TIMEOUT_SECS`: no webhook waits longer than this for its commit; past it
+    /// the answer is 503 (not acknowledged, a retry is safe).
+    pub commit_timeout: Duration,
 }
 
 /// SQLite's `synchronous` setting for every connection (see the README's trade-off).
@@ -180,7 +168,13 @@ impl Config {
                 reason: format!("{raw:?} is not one of ERROR, WARN, INFO, DEBUG"),
             })?,
         };
-        let host = get("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
+        let host = match get("HOST") {
+            None => "0.0.0.0".to_owned(),
+            Some(raw) => parse_host(&raw).map_err(|reason| ConfigError {
+                variable: "HOST",
+                reason,
+            })?,
+        };
 
         Ok(Config {
             database,
@@ -249,9 +243,13 @@ impl Config {
                 2000,
                 1..=3_600_000,
             )?),
-            max_held_answer_bytes: number(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?
-                * 1024
-                * 1024,
+            max_held_answer_bytes: mebibytes(&get, "HOOKBOX_MAX_HELD_ANSWERS_MIB", 8, 0..=4096)?,
+            max_body_buffer_bytes: mebibytes(
+                &get,
+                "HOOKBOX_MAX_BODY_BUFFER_MIB",
+                DEFAULT_MAX_BODY_BUFFER_MIB,
+                1..=MAX_BODY_BUFFER_MIB,
+            )?,
             text_index: match get("HOOKBOX_TEXT_INDEX") {
                 None => true,
                 Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
@@ -269,6 +267,13 @@ impl Config {
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
+            admin_token: get("HOOKBOX_ADMIN_TOKEN").map(Secret),
+            commit_timeout: Duration::from_secs(number(
+                &get,
+                "HOOKBOX_COMMIT_TIMEOUT_SECS",
+                5,
+                1..=3600,
+            )?),
         })
     }
 
@@ -320,6 +325,21 @@ where
     }
 }
 
+/// `HOST` is an IP address literal, v4 or v6, written as it is (no brackets, no port, no
+/// spaces). Names such as `localhost` are refused: what a name resolves to (127.0.0.1, ::1, or
+/// both) depends on the machine, and the address the server listens on should not.
+fn parse_host(raw: &str) -> Result<String, String> {
+    match raw.parse::<IpAddr>() {
+        Ok(_) => Ok(raw.to_owned()),
+        Err(_) if raw == "localhost" => {
+            Err("\"localhost\" is a name, not an address; use 127.0.0.1 (or ::1)".to_owned())
+        }
+        Err(_) => Err(format!(
+            "{raw:?} is not an IP address such as 0.0.0.0, 127.0.0.1 or :: (no port, no brackets)"
+        )),
+    }
+}
+
 fn parse_log_level(raw: &str) -> Option<LevelFilter> {
     match raw.trim().to_ascii_uppercase().as_str() {
         "ERROR" => Some(LevelFilter::Error),
@@ -328,83 +348,6 @@ fn parse_log_level(raw: &str) -> Option<LevelFilter> {
         "DEBUG" => Some(LevelFilter::Debug),
         _ => None,
     }
-}
-
-/// `postgres://…` or `postgresql://…` → PostgreSQL (the URL must parse as a libpq connection
-/// URL); `sqlite:////abs/path.db` → `/abs/path.db`; `sqlite:///rel.db` → `rel.db` (relative to
-/// the working directory); a bare path is taken as it is. Anything else is an error.
-pub fn parse_database_url(url: &str) -> Result<Database, String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        #[cfg(feature = "postgres")]
-        let checked = crate::store::postgres::check_url(url);
-        #[cfg(not(feature = "postgres"))]
-        let checked = Err(crate::store::NO_POSTGRES.to_owned());
-        return match checked {
-            Ok(()) => Ok(Database::Postgres(url.to_owned())),
-            // The parser's message never quotes the URL back, so no password reaches the log.
-            Err(error) => Err(format!("{}: {error}", redact_url(url))),
-        };
-    }
-    let path = if let Some(rest) = url.strip_prefix("sqlite:///") {
-        rest
-    } else if url.starts_with("sqlite:") {
-        return Err(format!(
-            "{url:?} is not sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        ));
-    } else if url.contains("://") {
-        return Err(format!(
-            "{:?}: only sqlite:// and postgres:// URLs are supported",
-            redact_url(url)
-        ));
-    } else {
-        url
-    };
-    if path.is_empty() || path.ends_with('/') {
-        return Err(format!("{url:?} does not name a database file"));
-    }
-    if path.contains('?') {
-        return Err(format!("{url:?}: URL parameters are not supported"));
-    }
-    if path == ":memory:" {
-        return Err(
-            "an in-memory database cannot be shared between workers; name a file".to_owned(),
-        );
-    }
-    Ok(Database::Sqlite(PathBuf::from(path)))
-}
-
-/// The URL with the password of its user part (`user:password@`) and any `password=` parameter
-/// replaced by `<redacted>`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = url.find("://") {
-        let start = scheme_end + 3;
-        let authority_end = url[start..]
-            .find(['/', '?'])
-            .map_or(url.len(), |index| start + index);
-        // The last `@` ends the user part: a password may contain an unencoded `@`.
-        if let Some(at) = url[start..authority_end].rfind('@') {
-            let userinfo = &url[start..start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out = format!("{}:<redacted>{}", &url[..start + colon], &url[start + at..]);
-            }
-        }
-    }
-    if let Some(query_start) = out.find('?') {
-        let (head, query) = out.split_at(query_start + 1);
-        let query = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=<redacted>")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -436,56 +379,6 @@ mod tests {
     }
 
     #[test]
-    fn database_urls() {
-        let sqlite = |path: &str| Database::Sqlite(PathBuf::from(path));
-        assert_eq!(
-            parse_database_url("sqlite:////data/app.db").unwrap(),
-            sqlite("/data/app.db")
-        );
-        assert_eq!(
-            parse_database_url("sqlite:///x.db").unwrap(),
-            sqlite("x.db")
-        );
-        assert_eq!(
-            parse_database_url("data/x.db").unwrap(),
-            sqlite("data/x.db")
-        );
-        #[cfg(feature = "postgres")]
-        for url in [
-            "postgres://u@h/db",
-            "postgresql://u:p@127.0.0.1:5432/db?connect_timeout=5",
-            "postgres:///db?host=/run/postgresql",
-            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
-            "postgres://u@h/db?sslmode=disable",
-        ] {
-            assert_eq!(
-                parse_database_url(url).unwrap(),
-                Database::Postgres(url.to_owned())
-            );
-        }
-        #[cfg(not(feature = "postgres"))]
-        assert!(
-            parse_database_url("postgres://u@h/db")
-                .unwrap_err()
-                .contains("cargo feature `postgres`")
-        );
-        for bad in [
-            "postgres://u@h/db?no_such_option=1",
-            "postgres://u@h:port/db",
-            "postgres://u:secret@h/db?sslmode=verify_full",
-            "postgres://u@h/db?sslmode=allow",
-            "mysql://u@h/db",
-            "sqlite://x.db",
-            "sqlite:x.db",
-            "sqlite:///",
-            "sqlite:///:memory:",
-            "sqlite:///x.db?mode=ro",
-        ] {
-            assert!(parse_database_url(bad).is_err(), "{bad} should be rejected");
-        }
-    }
-
-    #[test]
     fn empty_secret_is_unset_and_secret_is_redacted() {
         assert_eq!(
             config(&[("WEBHOOK_SECRET", "")]).unwrap().webhook_secret,
@@ -497,19 +390,12 @@ mod tests {
     }
 
     #[test]
-    fn a_database_password_never_shows() {
+    fn a_database_password_never_shows_in_the_config_or_its_errors() {
         for url in [
             "postgres://hookbox:hunter2@db.example:5432/hookbox",
-            "postgresql://hookbox:p@ss:hunter2@db/hookbox?sslmode=disable",
-            "postgres://hookbox@db/hookbox?password=hunter2&application_name=x",
             "postgres://hookbox:hunter2@db:port/hookbox",
+            "postgres://hookbox:hunter2@db",
         ] {
-            let shown = redact_url(url);
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(
-                shown.contains("<redacted>") && shown.contains("hookbox"),
-                "{shown}"
-            );
             match config(&[("DATABASE_URL", url)]) {
                 Ok(config) => {
                     assert!(!format!("{config:?}").contains("hunter2"));
@@ -518,11 +404,43 @@ mod tests {
                 Err(error) => assert!(!error.to_string().contains("hunter2"), "{error}"),
             }
         }
+    }
+
+    #[test]
+    fn host_is_an_ip_address_written_plainly() {
+        for good in ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1"] {
+            assert_eq!(config(&[("HOST", good)]).unwrap().host, good);
+        }
+        for bad in [
+            "abc",
+            "localhost",
+            "127.0.0.1:80",
+            "[::1]",
+            " 127.0.0.1",
+            "127.0.0.1 ",
+            "256.0.0.1",
+        ] {
+            let error = config(&[("HOST", bad)]).unwrap_err();
+            assert_eq!(error.variable, "HOST", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_is_redacted_and_the_commit_timeout_bounded() {
+        let config = config(&[
+            ("HOOKBOX_ADMIN_TOKEN", "s3cret-token"),
+            ("HOOKBOX_COMMIT_TIMEOUT_SECS", "3600"),
+        ])
+        .unwrap();
         assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:<redacted>@h/db"
+            config.admin_token.as_ref().unwrap().expose(),
+            b"s3cret-token"
         );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+        assert_eq!(config.commit_timeout, Duration::from_secs(3600));
+        let defaults = super::tests::config(&[("HOOKBOX_ADMIN_TOKEN", "")]).unwrap();
+        assert_eq!(defaults.admin_token, None);
+        assert_eq!(defaults.commit_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -561,10 +479,18 @@ mod tests {
             ("HOOKBOX_MAX_CONNECTIONS", "0"),
             ("HOOKBOX_QUERY_TIMEOUT_MS", "-1"),
             ("HOOKBOX_MAX_HELD_ANSWERS_MIB", "4097"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "0"),
+            ("HOOKBOX_MAX_BODY_BUFFER_MIB", "65537"),
             ("HOOKBOX_TEXT_INDEX", "yes"),
             ("HOOKBOX_RETAIN_MESSAGES", "-1"),
             ("HOOKBOX_RETAIN_DAYS", "1.5"),
+            ("HOOKBOX_COMMIT_TIMEOUT_SECS", "0"),
+            ("HOOKBOX_COMMIT_TIMEOUT_SECS", "3601"),
             ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "file:x.db"),
+            ("DATABASE_URL", "host=db dbname=x"),
+            ("DATABASE_URL", "postgres://u@h"),
+            ("HOST", "abc"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

@@ -4,7 +4,7 @@
 //! It reads the same `HOST`/`PORT` as the server and exits 0 only on a 200 from `/health/ready`.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -39,18 +39,17 @@ pub fn check(config: &Config) -> Result<(), String> {
     }
 }
 
-/// The listener's address, with a wildcard host replaced by loopback.
+/// The listener's address, with a wildcard host replaced by loopback. `HOST` is an IP address
+/// (config checks it), so nothing is resolved.
 fn probe_address(config: &Config) -> Result<SocketAddr, String> {
-    let mut addr = (config.host.as_str(), config.port)
-        .to_socket_addrs()
-        .map_err(|error| format!("cannot resolve HOST={}: {error}", config.host))?
-        .next()
-        .ok_or_else(|| format!("HOST={} resolves to nothing", config.host))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    Ok(addr)
+    let ip: IpAddr = config
+        .host
+        .parse()
+        .map_err(|_| format!("HOST={} is not an IP address", config.host))?;
+    let ip = match ip {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Ok(SocketAddr::new(ip, config.port))
 }

@@ -1,6 +1,7 @@
-//! Our own owned `Request` and `Response`, and the edge that converts to and from tiny_http.
+//! Our own owned `Request` and `Response`, and the edge that converts to and from the connection
+//! layer's `Incoming`/`Outgoing`.
 //!
-//! Only this module and the server touch tiny_http's types. Handlers see a `Request` whose body
+//! Only this module and the server touch `conn`'s types. Handlers see a `Request` whose body
 //! the connection thread has already read (up to the limit) and return a `Response` of plain bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,8 @@ pub enum BodyError {
     TimedOut,
     /// A `Transfer-Encoding` other than `chunked`.
     UnsupportedEncoding,
+    /// Buffering it would take all bodies held in memory over `HOOKBOX_MAX_BODY_BUFFER_MIB`.
+    OverBudget,
 }
 
 impl Request {
@@ -68,6 +71,9 @@ impl Request {
             ))),
             Err(BodyError::TimedOut) => Err(Error::RequestTimeout),
             Err(BodyError::UnsupportedEncoding) => Err(Error::NotImplemented),
+            Err(BodyError::OverBudget) => Err(Error::Unavailable(
+                "too many request bodies in memory, retry later",
+            )),
         }
     }
 
@@ -162,11 +168,11 @@ pub fn sane_request_id(incoming: Option<&str>) -> Option<String> {
     plain.then(|| id.to_owned())
 }
 
-// ---- the tiny_http edge ----------------------------------------------------------------------
+// ---- the connection layer's edge ------------------------------------------------------------
 
 /// Copies a request that the connection thread has read whole into our own.
-pub fn from_incoming(incoming: tiny_http::serve::Incoming, max_body: usize) -> Request {
-    use tiny_http::serve::Body;
+pub fn from_incoming(incoming: crate::conn::Incoming, max_body: usize) -> Request {
+    use crate::conn::Body;
     let (path, query) = split_target(&incoming.url);
     let request_id =
         sane_request_id(incoming.header("x-request-id")).unwrap_or_else(next_request_id);
@@ -176,6 +182,7 @@ pub fn from_incoming(incoming: tiny_http::serve::Incoming, max_body: usize) -> R
         Body::TimedOut => Err(BodyError::TimedOut),
         Body::Malformed(why) => Err(BodyError::Unreadable(why.to_owned())),
         Body::UnsupportedEncoding => Err(BodyError::UnsupportedEncoding),
+        Body::OverBudget => Err(BodyError::OverBudget),
     };
     let headers = incoming
         .headers
@@ -193,14 +200,14 @@ pub fn from_incoming(incoming: tiny_http::serve::Incoming, max_body: usize) -> R
 }
 
 /// Converts our response for the connection thread, adding the request id header.
-pub fn into_outgoing(response: Response, request_id: &str) -> tiny_http::serve::Outgoing {
+pub fn into_outgoing(response: Response, request_id: &str) -> crate::conn::Outgoing {
     let mut headers: Vec<(String, String)> = response
         .headers
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
     headers.push(("X-Request-ID".to_owned(), request_id.to_owned()));
-    tiny_http::serve::Outgoing {
+    crate::conn::Outgoing {
         status: response.status,
         headers,
         body: response.body,

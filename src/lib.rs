@@ -7,8 +7,10 @@
 //! `start` runs the exact server that the binary runs, so tests exercise the real thing.
 //! See ARCHITECTURE.md for the life of a request and the invariants.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod handlers;
 pub mod healthcheck;

@@ -16,7 +16,7 @@ const BACKLOG: i32 = 1024;
 /// - `SO_REUSEADDR`: a restart can bind at once, without waiting out TIME_WAIT.
 ///
 /// Read and write time limits are not socket options here: the connection thread arms each read
-/// and write with what is left of its total deadline (see `tiny_http::serve`).
+/// and write with what is left of its total deadline (see `conn`).
 pub fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(

@@ -1,18 +1,49 @@
-//! The `hookbox` binary: read the config, serve until SIGTERM/SIGINT, shut down gracefully.
-//! `hookbox healthcheck` instead asks the running server whether it is ready (for containers);
-//! `hookbox export` and `hookbox import` move messages out of and into the store (see `cli`).
+//! The `hookbox` binary: read the arguments (`cli::parse`), then either serve until SIGTERM,
+//! SIGINT or SIGHUP and shut down gracefully, or run one command (`healthcheck`, `export`,
+//! `import`; see `cli`), or print help or the version.
 //!
-//! Exit codes: 0 after a clean shutdown (or a ready server, or a clean export/import), 1 when the
-//! server cannot start or stops accepting (or is not ready, or an import had invalid lines), 2
-//! when the configuration or the arguments are invalid.
+//! Exit codes: 0 after a clean shutdown (or a ready server, or a clean export/import, or help),
+//! 1 when the server cannot start or stops accepting (or is not ready, or an import had invalid
+//! lines, or the store failed), 2 when the configuration or the arguments are invalid.
 
 use std::process::ExitCode;
 
 use crossbeam_channel::select;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use hookbox::cli::{self, Command};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(usage) => {
+            eprintln!("hookbox: {usage}; see `hookbox --help`");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help(topic) => cli::print(cli::help(topic)),
+        Command::Version => cli::print(&cli::version()),
+        Command::Serve => serve(),
+        command => {
+            // One-shot commands speak on stderr in plain text; stdout is export's data.
+            let config = match hookbox::Config::from_env() {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("hookbox: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            if matches!(command, Command::Import(_)) {
+                // The store's own notes (a migration, the text index) as JSON lines on stdout.
+                let _ = hookbox::logging::init(config.log_level);
+            }
+            cli::run(&config, &command)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
     // Log at INFO until the config says otherwise, so even a config error is a JSON line.
     let _ = hookbox::logging::init(log::LevelFilter::Info);
     let config = match hookbox::Config::from_env() {
@@ -23,25 +54,7 @@ fn main() -> ExitCode {
         }
     };
     log::set_max_level(config.log_level);
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        None => run(config),
-        Some("healthcheck") => hookbox::healthcheck::check(&config).map_err(Into::into),
-        Some(command @ ("export" | "import")) => {
-            if command == "export" {
-                // stdout carries the data: no log line may land in it.
-                log::set_max_level(log::LevelFilter::Off);
-            }
-            return hookbox::cli::run(&config, command, &args[2..]);
-        }
-        Some(other) => {
-            log::error!(
-                "unknown argument {other:?}; the subcommands are `healthcheck`, `export`, `import`"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match result {
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
@@ -52,8 +65,10 @@ fn main() -> ExitCode {
 
 fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
     raise_descriptor_limit();
-    // Registered before the server starts, so an early SIGTERM still shuts down gracefully.
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    // Registered before the server starts, so an early signal still shuts down gracefully.
+    // SIGHUP (a closed terminal, or an operator used to "reload") stops gracefully too: hookbox
+    // has nothing to reload, and dying unlogged with 129 would be the worst answer.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let signal_handle = signals.handle();
     let (signal_sender, signal_received) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
@@ -66,7 +81,8 @@ fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
     let server = hookbox::start(config)?;
     let failure = select! {
         recv(signal_received) -> signal => {
-            log::info!(signal = signal.unwrap_or_default(); "shutting down");
+            let signal = signal.unwrap_or_default();
+            log::info!(signal = signal, name = signal_name(signal); "shutting down");
             None
         }
         recv(server.failure()) -> message => Some(message.unwrap_or_default()),
@@ -86,6 +102,15 @@ fn run(config: hookbox::Config) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Some(message) => Err(message.into()),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGHUP => "SIGHUP",
+        _ => "other",
     }
 }
 

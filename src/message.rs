@@ -3,16 +3,47 @@
 //! Problems are reported the way FastAPI (pydantic v2) reports them — one entry per problem with
 //! `type`, `loc`, `msg` and `input` — because senders and tooling written against the original
 //! service already parse that shape.
+//!
+//! Validation knows nothing of HTTP: it returns `Invalid`, which the webhook answers with a 422
+//! and `hookbox import` prints as a line's problems.
+//!
+//! Besides the contract's rules, every field has a cap that keeps any one message a small, storable
+//! row on both stores (a 4,000-byte id broke PostgreSQL's index row limit and failed its whole
+//! group commit): past it, the field is `string_too_long`.
+
+use std::fmt;
 
 use serde_json::{Map, Value, json};
 
 use crate::problem::Problem;
-
-use crate::error::Error;
 use crate::timestamp;
 
 /// Longest `text` accepted, in Unicode code points (what Python's `len` counts).
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// Longest `message_id` accepted, in UTF-8 bytes: far above any provider's ids (WhatsApp's are
+/// about 60), far below PostgreSQL's btree row limit (about 2,700 bytes).
+pub const MAX_MESSAGE_ID_BYTES: usize = 256;
+/// Most digits after the `+` of `from` and `to`: E.164 allows 15; 32 leaves room for
+/// extensions and test numbers.
+pub const MAX_MSISDN_DIGITS: usize = 32;
+/// Most digits in the fraction of a second of `ts`: nanoseconds, the finest any clock writes.
+pub const MAX_FRACTION_DIGITS: usize = 9;
+
+/// Why a body is not a valid message: every problem found, in FastAPI's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid(pub Vec<Problem>);
+
+/// The problems as the 422's `detail` list would give them (one JSON array).
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string(&self.0) {
+            Ok(json) => f.write_str(&json),
+            Err(_) => write!(f, "{} validation problem(s)", self.0.len()),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {}
 
 /// A message that passed validation, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +61,7 @@ pub struct Message {
 /// What the webhook learned from a body, even when validation failed: the id, for the log line.
 pub struct Parsed {
     pub message_id: Option<String>,
-    pub result: Result<Message, Error>,
+    pub result: Result<Message, Invalid>,
 }
 
 /// Parses and validates a raw body. Extra fields are ignored.
@@ -40,7 +71,7 @@ pub fn parse(body: &[u8]) -> Parsed {
         Err(error) => {
             return Parsed {
                 message_id: None,
-                result: Err(Error::Unprocessable(vec![Problem {
+                result: Err(Invalid(vec![Problem {
                     loc: vec![json!("body"), json!(error.column())],
                     ..Problem::new("json_invalid", &[], "JSON decode error", json!({}))
                         .with_ctx(json!({"error": error.to_string()}))
@@ -51,7 +82,7 @@ pub fn parse(body: &[u8]) -> Parsed {
     let Value::Object(fields) = value else {
         return Parsed {
             message_id: None,
-            result: Err(Error::Unprocessable(vec![Problem::new(
+            result: Err(Invalid(vec![Problem::new(
                 "model_attributes_type",
                 &["body"],
                 "Input should be a valid dictionary or object to extract fields from",
@@ -76,14 +107,36 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
             .with_ctx(json!({"min_length": 1})),
         );
     }
+    if let Some(id) = message_id.as_deref() {
+        if id.len() > MAX_MESSAGE_ID_BYTES {
+            problems.push(too_long(
+                "message_id",
+                format!("String should have at most {MAX_MESSAGE_ID_BYTES} bytes"),
+                id,
+                MAX_MESSAGE_ID_BYTES,
+            ));
+        }
+    }
     let from = required_string(fields, "from", &mut problems);
     check_msisdn("from", from.as_deref(), &mut problems);
     let to = required_string(fields, "to", &mut problems);
     check_msisdn("to", to.as_deref(), &mut problems);
     let ts = required_string(fields, "ts", &mut problems);
-    let ts_key = ts
-        .as_deref()
-        .and_then(|raw| instant_key(raw, &["body", "ts"], &mut problems));
+    let ts_key = ts.as_deref().and_then(|raw| {
+        let key = instant_key(raw, &["body", "ts"], &mut problems)?;
+        if fraction_digits(raw) > MAX_FRACTION_DIGITS {
+            problems.push(too_long(
+                "ts",
+                format!(
+                    "The fraction of a second should have at most {MAX_FRACTION_DIGITS} digits"
+                ),
+                raw,
+                MAX_FRACTION_DIGITS,
+            ));
+            return None;
+        }
+        Some(key)
+    });
     let text = match fields.get("text") {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => {
@@ -106,7 +159,11 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
         }
     };
 
-    let message_id_for_log = message_id.clone().filter(|id| !id.is_empty());
+    // An id past its cap is logged cut to it: the log line stays small whatever was sent.
+    let message_id_for_log = message_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .map(|id| cut_to(id, MAX_MESSAGE_ID_BYTES).to_owned());
     let result = match (message_id, from, to, ts, ts_key) {
         (Some(message_id), Some(from), Some(to), Some(ts), Some(ts_key)) if problems.is_empty() => {
             Ok(Message {
@@ -118,7 +175,7 @@ fn validate(fields: &Map<String, Value>) -> Parsed {
                 text,
             })
         }
-        _ => Err(Error::Unprocessable(problems)),
+        _ => Err(Invalid(problems)),
     };
     Parsed {
         message_id: message_id_for_log,
@@ -174,13 +231,46 @@ fn not_a_string(name: &str, input: &Value) -> Problem {
     )
 }
 
-/// `^\+\d+$` with ASCII digits: a plus sign, then at least one digit, nothing else.
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn cut_to(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Digits after the `.` of a valid `ts` (0 without a fraction).
+fn fraction_digits(ts: &str) -> usize {
+    // A valid `ts` is `YYYY-MM-DDTHH:MM:SS` (19 bytes), then `.digits` or nothing, then `Z`.
+    ts.len().saturating_sub(19 + 1 + 1)
+}
+
+fn too_long(name: &str, msg: String, input: &str, max: usize) -> Problem {
+    Problem::new("string_too_long", &["body", name], msg, json!(input))
+        .with_ctx(json!({"max_length": max}))
+}
+
+/// Whether `value` is `^\+\d+$` with ASCII digits: a plus sign, then at least one digit, nothing
+/// else. Also what a `/messages` `from` must be to match any stored row.
+pub fn is_msisdn(value: &str) -> bool {
+    value
+        .strip_prefix('+')
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `^\+\d+$`, with at most `MAX_MSISDN_DIGITS` digits.
 fn check_msisdn(name: &str, value: Option<&str>, problems: &mut Vec<Problem>) {
     let Some(value) = value else { return };
-    let valid = value
-        .strip_prefix('+')
-        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
-    if !valid {
+    if is_msisdn(value) && value.len() > 1 + MAX_MSISDN_DIGITS {
+        problems.push(too_long(
+            name,
+            format!("String should have at most {MAX_MSISDN_DIGITS} digits after the +"),
+            value,
+            MAX_MSISDN_DIGITS,
+        ));
+    }
+    if !is_msisdn(value) {
         problems.push(
             Problem::new(
                 "string_pattern_mismatch",
@@ -200,7 +290,7 @@ mod tests {
     /// The problems as the client sees them (serialized).
     fn problems(body: &str) -> Vec<Value> {
         match parse(body.as_bytes()).result {
-            Err(Error::Unprocessable(problems)) => problems
+            Err(Invalid(problems)) => problems
                 .iter()
                 .map(|problem| serde_json::to_value(problem).unwrap())
                 .collect(),
@@ -278,13 +368,45 @@ mod tests {
     }
 
     #[test]
+    fn caps_are_string_too_long_at_one_past_and_fine_at_them() {
+        let body = |id: &str, from: &str, ts: &str| {
+            json!({"message_id": id, "from": from, "to": "+1", "ts": ts}).to_string()
+        };
+        let id_at_cap = "é".repeat(MAX_MESSAGE_ID_BYTES / 2);
+        let from_at_cap = format!("+{}", "1".repeat(MAX_MSISDN_DIGITS));
+        let ts_at_cap = "2025-01-15T10:00:00.123456780Z";
+        assert!(
+            parse(body(&id_at_cap, &from_at_cap, ts_at_cap).as_bytes())
+                .result
+                .is_ok()
+        );
+        for (bad, field) in [
+            (
+                body(&format!("{id_at_cap}x"), "+1", ts_at_cap),
+                "message_id",
+            ),
+            (body("m", &format!("{from_at_cap}1"), ts_at_cap), "from"),
+            (body("m", "+1", "2025-01-15T10:00:00.1234567800Z"), "ts"),
+        ] {
+            let found = problems(&bad);
+            assert_eq!(found.len(), 1, "{bad}");
+            assert_eq!(found[0]["type"], "string_too_long", "{bad}");
+            assert_eq!(found[0]["loc"], json!(["body", field]), "{bad}");
+        }
+        // Too long and malformed at once is one problem: the pattern's.
+        let found = problems(&body("m", &format!("{from_at_cap}x"), ts_at_cap));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["type"], "string_pattern_mismatch");
+    }
+
+    #[test]
     fn non_objects_and_bad_json() {
         assert_eq!(problems("[1]")[0]["type"], "model_attributes_type");
         assert_eq!(problems("\"m1\"")[0]["type"], "model_attributes_type");
         assert_eq!(problems("{\"message_id\":")[0]["type"], "json_invalid");
         assert_eq!(problems("")[0]["type"], "json_invalid");
         let not_utf8 = parse(b"{\"message_id\":\"\xff\"}");
-        assert!(matches!(not_utf8.result, Err(Error::Unprocessable(_))));
+        assert!(matches!(not_utf8.result, Err(Invalid(_))));
         assert_eq!(problems(r#"{"a":"\ud800"}"#)[0]["type"], "json_invalid");
         assert_eq!(
             problems(&format!("{}1{}", "[".repeat(200), "]".repeat(200)))[0]["type"],
@@ -297,5 +419,11 @@ mod tests {
         let parsed = parse(br#"{"message_id":"m9","from":"bad"}"#);
         assert_eq!(parsed.message_id.as_deref(), Some("m9"));
         assert!(parsed.result.is_err());
+        let long = format!("{}é", "m".repeat(MAX_MESSAGE_ID_BYTES - 1));
+        let parsed = parse(json!({ "message_id": long }).to_string().as_bytes());
+        assert_eq!(
+            parsed.message_id.as_deref(),
+            Some("m".repeat(MAX_MESSAGE_ID_BYTES - 1).as_str())
+        );
     }
 }

@@ -25,6 +25,9 @@ pub enum WebhookResult {
     MethodNotAllowed,
     /// Secret not configured, store failing, or shedding load (503).
     Unavailable,
+    /// The commit did not finish within `HOOKBOX_COMMIT_TIMEOUT_SECS` (503): not acknowledged.
+    /// It may still land, and then the sender's retry is a duplicate.
+    CommitTimeout,
     /// A bug (500).
     Error,
 }
@@ -48,6 +51,7 @@ impl WebhookResult {
             WebhookResult::BadRequest => "bad_request",
             WebhookResult::MethodNotAllowed => "method_not_allowed",
             WebhookResult::Unavailable => "unavailable",
+            WebhookResult::CommitTimeout => "commit_timeout",
             WebhookResult::Error => "error",
         }
     }
@@ -73,6 +77,8 @@ pub struct Metrics {
     commit_duration: Histogram,
     /// Connections open now.
     pub connections_open: IntGauge,
+    /// Bytes of request bodies held in memory (reserved in HOOKBOX_MAX_BODY_BUFFER_MIB).
+    pub body_buffer_bytes: IntGauge,
     /// Connections refused at once for being over `HOOKBOX_MAX_CONNECTIONS`.
     pub connections_refused: IntCounter,
     connections_closed: IntCounterVec,
@@ -162,6 +168,11 @@ impl Metrics {
             "Client connections open right now.",
         )
         .expect("valid metric");
+        let body_buffer_bytes = IntGauge::new(
+            "hookbox_body_buffer_bytes",
+            "Bytes of request bodies held in memory right now, against HOOKBOX_MAX_BODY_BUFFER_MIB.",
+        )
+        .expect("valid metric");
         let connections_refused = IntCounter::new(
             "hookbox_connections_refused_total",
             "Connections refused at once with a 503 because HOOKBOX_MAX_CONNECTIONS were open.",
@@ -196,6 +207,7 @@ impl Metrics {
             Box::new(commit_batch_size.clone()),
             Box::new(commit_duration.clone()),
             Box::new(connections_open.clone()),
+            Box::new(body_buffer_bytes.clone()),
             Box::new(connections_refused.clone()),
             Box::new(connections_closed.clone()),
             Box::new(query_timeouts.clone()),
@@ -224,6 +236,7 @@ impl Metrics {
             commit_batch_size,
             commit_duration,
             connections_open,
+            body_buffer_bytes,
             connections_refused,
             connections_closed,
             query_timeouts,

@@ -53,6 +53,29 @@ impl Route {
         }
     }
 
+    /// Whether the route reads what hookbox stored or how it runs, and so needs the admin token
+    /// when one is configured (`auth::check`). Health probes and webhooks stay open.
+    pub fn needs_admin(self) -> bool {
+        match self {
+            Route::Messages | Route::Stats | Route::Metrics => true,
+            Route::Webhook | Route::Live | Route::Ready | Route::Unmatched => false,
+        }
+    }
+
+    /// Whether the route's answer may wait for the writer's commit, and so is bounded by
+    /// `HOOKBOX_COMMIT_TIMEOUT_SECS` (then 503: not acknowledged, a retry is safe).
+    pub fn waits_for_commit(self) -> bool {
+        match self {
+            Route::Webhook => true,
+            Route::Messages
+            | Route::Stats
+            | Route::Live
+            | Route::Ready
+            | Route::Metrics
+            | Route::Unmatched => false,
+        }
+    }
+
     pub fn lane(self) -> Lane {
         match self {
             Route::Messages | Route::Stats => Lane::Query,
@@ -117,6 +140,21 @@ mod tests {
         assert_eq!(name("GET", "/health"), (UNMATCHED, 404));
         assert_eq!(name("GET", "/webhook/extra"), (UNMATCHED, 404));
         assert_eq!(name("GET", "/messages/"), ("/messages", 200));
+    }
+
+    #[test]
+    fn reads_and_metrics_need_the_admin_token_and_nothing_else_does() {
+        for (path, locked) in [
+            ("/messages", true),
+            ("/stats", true),
+            ("/metrics", true),
+            ("/webhook", false),
+            ("/health/live", false),
+            ("/health/ready", false),
+            ("/nope", false),
+        ] {
+            assert_eq!(route("GET", path).0.needs_admin(), locked, "{path}");
+        }
     }
 
     #[test]

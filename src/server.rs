@@ -4,7 +4,7 @@
 //! connection per worker, binds the listener, and only then spawns threads, so every startup
 //! problem is reported before anything serves.
 //!
-//! Who waits for whom: each connection's own thread (in `tiny_http::serve`) reads a whole request,
+//! Who waits for whom: each connection's own thread (in `conn`) reads a whole request,
 //! then calls `answer` below, which puts it on a *bounded* lane queue (or answers 503 itself when
 //! the lane is full) and waits for the response; then the connection thread writes it. Workers
 //! only compute, so a slow or hostile client holds its own thread and nobody else's.
@@ -16,14 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use tiny_http::serve::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::auth;
 use crate::config::Config;
 use crate::config::Database;
+use crate::conn::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
 use crate::error::Error;
-use crate::http;
-use crate::metrics::{Metrics, Queue};
+use crate::handlers::WebhookNote;
+use crate::http::{self, Response};
+use crate::metrics::{Metrics, Queue, WebhookResult};
 use crate::router::{self, Lane, Target};
 use crate::state::{Shared, StorageHealth};
 use crate::store::{Store, StoreError};
@@ -37,6 +39,8 @@ pub enum StartError {
     Database(String),
     /// The address could not be bound.
     Listen(String),
+    /// A thread could not be started (out of memory or of threads).
+    Thread(String),
 }
 
 impl fmt::Display for StartError {
@@ -44,6 +48,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Database(message) => write!(f, "database: {message}"),
             StartError::Listen(message) => write!(f, "listen: {message}"),
+            StartError::Thread(message) => write!(f, "thread: {message}"),
         }
     }
 }
@@ -130,23 +135,20 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         StartError::Database(format!("{}: {error}", config.database.describe()))
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
-    match writer_store.migrate() {
+    // Whether `q` has a text index is decided here, at the server's start, and nowhere else.
+    let prepared = writer_store
+        .migrate()
+        .and_then(|()| writer_store.use_text_index(config.text_index));
+    match prepared {
         // A database that does not answer yet (PostgreSQL starting, a network partition): serve
-        // 503s and not-ready until it does; each connection migrates on its first use then.
-        Err(StoreError::Unavailable(why)) => log::warn!(
-            database:% = config.database.describe();
-            "the database does not answer; serving 503 until it does: {why}"
-        ),
+        // 503s and not-ready until it does; the writer prepares it as soon as it answers.
+        Err(StoreError::Unavailable(why)) if writer_store.prepare_later(config.text_index) => {
+            log::warn!(
+                database:% = config.database.describe();
+                "the database does not answer; serving 503 until it does: {why}"
+            );
+        }
         other => other.map_err(database_error)?,
-    }
-    // Rows not yet in the text index (a tail left by the last run, or rows another program
-    // wrote) are indexed before serving, so every search starts from an empty tail.
-    if config.text_index_catch_up {
-        while writer_store
-            .index_pending(STARTUP_INDEX_CHUNK)
-            .map_err(database_error)?
-            > 0
-        {}
     }
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
@@ -162,6 +164,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     if config.webhook_secret.is_none() {
         log::warn!(
             "WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready is not ready"
+        );
+    }
+    if auth::reads_open_to_the_network(&config) {
+        log::warn!(
+            host:% = config.host;
+            "HOOKBOX_ADMIN_TOKEN is not set and HOST is not a loopback address: anyone who can \
+             reach this port can read every stored message (/messages, /stats, /metrics)"
         );
     }
     let max_connections = connection_limit(&config);
@@ -187,6 +196,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         max_head_bytes: MAX_HEAD_BYTES,
         max_headers: MAX_HEADERS,
         max_connections,
+        body_budget: config.max_body_buffer_bytes,
     };
     let grace = config.shutdown_grace;
 
@@ -219,9 +229,11 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || worker::run(shared, store, writer, queues))
-                .expect("spawning a worker thread")
+                .map_err(|error| {
+                    StartError::Thread(format!("cannot start worker-{index}: {error}"))
+                })
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     drop(writer);
 
     let (failure_sender, failure) = crossbeam_channel::bounded(1);
@@ -231,9 +243,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     });
     let lanes = Lanes { fast, query };
     let handler_shared = Arc::clone(&shared);
-    let handler: serve::Handler =
+    let handler: conn::Handler =
         Arc::new(move |incoming| answer(&handler_shared, &lanes, incoming));
-    let serving = serve::serve(listener, limits, handler, observer).map_err(listen_error)?;
+    let serving = conn::serve(listener, limits, handler, observer)
+        .map_err(|error| StartError::Thread(format!("cannot start the accept thread: {error}")))?;
     Ok(ServerHandle {
         addr,
         serving: Some(serving),
@@ -254,9 +267,6 @@ fn durability(config: &Config) -> &'static str {
         Database::Postgres(_) => "synchronous_commit=on",
     }
 }
-
-/// Rows per transaction when the text index catches up at startup.
-const STARTUP_INDEX_CHUNK: usize = 50_000;
 
 /// Largest request head (request line and headers); larger → 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -301,6 +311,17 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
     let request_id = request.request_id.clone();
     let (route, handler) = router::route(&request.method, &request.path);
     let (reply, response) = crossbeam_channel::bounded::<Answer>(1);
+    // A webhook's answer waits for its commit, which a stuck store could hold without end: it
+    // waits until this deadline at most (its `Pending` goes to the worker; this is what
+    // answering without it needs).
+    let commit_wait = route.waits_for_commit().then(|| CommitWait {
+        deadline: received + shared.config.commit_timeout,
+        route,
+        method: request.method.clone(),
+        path: request.path.clone(),
+        request_id: request.request_id.clone(),
+        received,
+    });
     let pending = Pending {
         reply,
         route,
@@ -315,6 +336,11 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
         Err(error) if !matches!(error, Error::PayloadTooLarge { .. }) => Err(error),
         _ => handler,
     };
+    // Locked reads are refused here, before they take a worker or a queue slot.
+    let handler = handler.and_then(|target| {
+        auth::check(route, &request, shared.config.admin_token.as_ref())?;
+        Ok(target)
+    });
     match handler {
         Err(error) => worker::finish(shared, pending, None, Err(error)),
         Ok(Target::Here(handler)) => {
@@ -327,12 +353,12 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
                 Lane::Query => &lanes.query,
             };
             let held = shared.held_answer_bytes.load(Ordering::Relaxed);
-            if route.lane() == Lane::Query && held > shared.config.max_held_answer_bytes {
+            if route.lane() == Lane::Query && held as u64 > shared.config.max_held_answer_bytes {
                 shared.metrics.observe_shed(Queue::Answers);
                 let busy =
                     Error::Unavailable("too many answers waiting for their clients, retry later");
                 worker::finish(shared, pending, None, Err(busy));
-                return respond(shared, response, &request_id);
+                return respond(shared, response, &request_id, None);
             }
             shared.metrics.queue_depth.inc();
             let job = Job {
@@ -350,21 +376,71 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
             }
         }
     }
-    respond(shared, response, &request_id)
+    respond(shared, response, &request_id, commit_wait)
 }
 
-/// Waits for the answer and hands it to the connection thread, counting its body as held until
-/// the connection says it is written (`Observer::answered`).
-fn respond(shared: &Shared, answers: Receiver<Answer>, request_id: &str) -> Outgoing {
+/// What answering a webhook at its commit deadline needs.
+struct CommitWait {
+    deadline: Instant,
+    route: router::Route,
+    method: String,
+    path: String,
+    request_id: String,
+    received: Instant,
+}
+
+impl CommitWait {
+    /// The 503 for a commit past the deadline, counted and logged like every answer. The commit
+    /// may still land: then the writer's completion finds nobody waiting (`worker::pass_on` logs
+    /// it), and the sender's retry is a duplicate.
+    fn expire(self, shared: &Shared) -> Response {
+        let (reply, answers) = crossbeam_channel::bounded::<Answer>(1);
+        let pending = Pending {
+            reply,
+            route: self.route,
+            method: self.method,
+            path: self.path,
+            request_id: self.request_id,
+            received: self.received,
+        };
+        let note = WebhookNote {
+            message_id: None,
+            result: WebhookResult::CommitTimeout,
+        };
+        worker::finish(shared, pending, Some(note), Err(Error::CommitTimeout));
+        match answers.try_recv() {
+            Ok(Answer::Ready(response)) => response,
+            _ => Error::CommitTimeout.into_response(),
+        }
+    }
+}
+
+/// Waits for the answer (a webhook: until its commit deadline at most) and hands it to the
+/// connection thread, counting its body as held until the connection says it is written
+/// (`Observer::answered`).
+fn respond(
+    shared: &Shared,
+    answers: Receiver<Answer>,
+    request_id: &str,
+    commit_wait: Option<CommitWait>,
+) -> Outgoing {
     // Every job is answered by a worker or, for a stored message, here; it is dropped unanswered
     // only by a bug caught in a worker or the writer (then: 500), or at the end of a shutdown.
+    let dropped = || Error::Internal("request dropped unanswered".to_owned()).into_response();
+    let deadline = commit_wait.as_ref().map(|wait| wait.deadline);
     let response = loop {
-        match answers.recv() {
+        let answer = match deadline {
+            None => answers.recv().map_err(|_| None),
+            Some(deadline) => answers.recv_deadline(deadline).map_err(Some),
+        };
+        match answer {
             Ok(Answer::Ready(response)) => break response,
             Ok(Answer::Stored(completion)) => worker::complete(shared, completion),
-            Err(_) => {
-                break Error::Internal("request dropped unanswered".to_owned()).into_response();
-            }
+            Err(Some(RecvTimeoutError::Timeout)) => match commit_wait {
+                Some(wait) => break wait.expire(shared),
+                None => break dropped(),
+            },
+            Err(_) => break dropped(),
         }
     };
     shared
@@ -397,6 +473,14 @@ impl Observer for Connections {
         self.shared
             .held_answer_bytes
             .fetch_sub(body_bytes, Ordering::Relaxed);
+    }
+
+    fn body_buffer_changed(&self, delta: i64) {
+        self.shared.metrics.body_buffer_bytes.add(delta);
+    }
+
+    fn spawn_failed(&self, error: &std::io::Error) {
+        log::error!("could not start a thread for a new connection; it was closed: {error}");
     }
 
     fn accept_failed(&self, error: &std::io::Error) {

@@ -2,8 +2,8 @@
 //! learned about the store. Its own module so the worker and the writer can both use it without
 //! naming each other.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -31,6 +31,9 @@ const FAILURE_SHOWN_FOR: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct StorageHealth {
     last_failure: Mutex<Option<(Instant, String)>>,
+    /// Set once the writer's store can no longer keep its promises; never cleared (a restart
+    /// is what heals it).
+    broken: OnceLock<String>,
 }
 
 impl StorageHealth {
@@ -42,8 +45,17 @@ impl StorageHealth {
         *self.lock() = Some((Instant::now(), why));
     }
 
-    /// The last commit failure, if no commit has succeeded since and it is recent.
+    /// The store refuses writes until hookbox restarts (see `Store::broken`).
+    pub fn record_broken(&self, why: String) {
+        let _ = self.broken.set(why);
+    }
+
+    /// Why the store is broken, else the last commit failure if no commit has succeeded since
+    /// and it is recent.
     pub fn problem(&self) -> Option<String> {
+        if let Some(why) = self.broken.get() {
+            return Some(why.clone());
+        }
         self.lock()
             .as_ref()
             .filter(|(when, _)| when.elapsed() < FAILURE_SHOWN_FOR)

@@ -11,7 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, select_biased};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select_biased};
 
 use crate::error::Error;
 use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
@@ -20,7 +20,7 @@ use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Queue, WebhookResult};
 use crate::router::Route;
 use crate::state::Shared;
-use crate::store::Store;
+use crate::store::{Inserted, Store};
 use crate::writer::{Completion, Ticket, Writer};
 
 /// A request read whole by its connection thread, waiting for a worker.
@@ -54,9 +54,23 @@ pub enum Answer {
 /// Hands a completion from the writer to its connection thread (never blocks).
 pub fn pass_on(completion: Completion<Pending>) {
     let reply = completion.token.reply.clone();
-    // The slot is free: the request is answered once, and this is its answer. If the
-    // connection thread is gone (a panic), there is no one to tell.
-    let _ = reply.try_send(Answer::Stored(completion));
+    // The slot is free: the request is answered once, and this is its answer. If nobody waits
+    // any more (answered 503 at the commit timeout, or a panic), this line is all that is left
+    // of the outcome: the sender was not acknowledged, and its retry will be a duplicate.
+    if let Err(TrySendError::Disconnected(Answer::Stored(late))) =
+        reply.try_send(Answer::Stored(completion))
+    {
+        log::warn!(
+            request_id = late.token.request_id.as_str(),
+            message_id = late.message_id.as_str(),
+            stored:% = match &late.stored {
+                Ok(Inserted::Created) => "created",
+                Ok(Inserted::Duplicate) => "duplicate",
+                Err(_) => "failed",
+            };
+            "a commit finished after its webhook stopped waiting (answered 503 at the commit timeout)"
+        );
+    }
 }
 
 /// Where one worker takes its work from.

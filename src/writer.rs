@@ -1,29 +1,22 @@
-//! The writer: the one thread that writes messages to SQLite, committing them in groups.
+//! The writer: the one thread that writes messages to the store, committing them in groups.
 //!
 //! A worker validates a webhook message, then hands it to the writer together with an opaque
 //! token (what is needed to answer it later), and goes on to its next request. The writer takes
-//! everything that is waiting (up to `HOOKBOX_MAX_BATCH`), inserts it in one `IMMEDIATE`
-//! transaction and commits once — one fsync under `synchronous=FULL` — and only then hands each
-//! token back with its outcome (`Completion`) to the `complete` function it was given, which
-//! passes it on to be answered: 200 for created or duplicate, 503 if the commit failed. One fsync covers a whole
-//! group, so throughput no longer stops at the disk's fsync rate, and still no 200 is written
-//! before the commit holding its row. Responses and log lines are made elsewhere, so the
-//! writer's thread does nothing but SQL.
+//! everything that is waiting (up to `HOOKBOX_MAX_BATCH`), stores it in one transaction with one
+//! durable commit (`Store::insert_batch`), and only then hands each token back with its outcome
+//! (`Completion`) to the `complete` function it was given, which passes it on to be answered: 200
+//! for created or duplicate, 503 if the commit failed. One durable commit covers a whole group,
+//! so throughput does not stop at the disk's sync rate, and still no 200 is written before the
+//! commit holding its row. Responses and log lines are made elsewhere, so the writer's thread
+//! does nothing but storage.
 //!
-//! Workers keep their own connections for reads; SQLite allows one writer at a time anyway, so a
-//! single writing thread loses nothing and never waits on its own lock.
+//! Workers keep their own connections for reads. One writing thread loses nothing (SQLite allows
+//! one writer at a time anyway) and never waits on its own lock.
 //!
-//! The writer also checkpoints (`Store::after_commit`): once the WAL holds ~1000 frames, after answering
-//! a batch, it copies the WAL into the database file (`PASSIVE`). Done by the only writer, between
-//! its own commits, the checkpoint completes and the WAL starts over, so it stays a few MiB.
-//! (A checkpoint on another thread races the writer and never completes under steady load: the
-//! WAL grew by ~100 MB/s in the benchmark. SQLite's automatic checkpoint would complete, but
-//! inside a commit, delaying that batch's answers.) At shutdown it empties the WAL (`TRUNCATE`).
-//!
-//! Between commits it also adds new rows to SQLite's text index (`Store::index_pending`), which
-//! the insert no longer does: in chunks of `INDEX_CHUNK` rows once the queue has been quiet for
-//! `INDEX_WHEN_QUIET_FOR`, and after a commit whenever the rows waiting (the tail, which `q`
-//! reads row by row) exceed `TAIL_BOUND`. Also at startup, and at shutdown.
+//! Between commits, and when no message has come for the pause the store asked for, the writer
+//! calls `Store::maintain` once: retention, then the store's own upkeep (what that is, and how
+//! much of it to do when, is the store's business). It hands over a probe of its queue, so upkeep
+//! stops as soon as a message waits.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -34,7 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::message::Message;
 use crate::state::Shared;
-use crate::store::{Inserted, Retention, Store, StoreError};
+use crate::store::{Inserted, Moment, Retention, Store, StoreError, Upkeep};
 use crate::timestamp;
 
 /// A validated message waiting to be stored, with whatever its sender needs to answer it
@@ -101,23 +94,13 @@ fn run<T>(
     complete: &dyn Fn(Completion<T>),
 ) {
     let max_batch = shared.config.max_batch;
-    // Retention runs at startup too (a store may have aged while hookbox was stopped), and so
-    // does indexing (a tail left by the last run).
-    purge_some(shared, &mut store, queue);
-    let mut tail_waits = index_some(shared, &mut store, queue, Until::Empty);
+    // Upkeep runs at startup too: a store may have aged while hookbox was stopped.
+    let mut pause = maintain(shared, &mut store, queue, Moment::Idle);
     loop {
-        // Rows wait for the text index: as soon as no message comes for a moment, take them.
-        let wait = if tail_waits {
-            INDEX_WHEN_QUIET_FOR
-        } else {
-            IDLE_PURGE_EVERY
-        };
-        let first = match queue.recv_timeout(wait) {
+        let first = match queue.recv_timeout(pause) {
             Ok(first) => first,
-            // No message for a while: what `HOOKBOX_RETAIN_DAYS` expired meanwhile still goes.
             Err(RecvTimeoutError::Timeout) => {
-                purge_some(shared, &mut store, queue);
-                tail_waits = index_some(shared, &mut store, queue, Until::Empty);
+                pause = maintain(shared, &mut store, queue, Moment::Idle);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -134,122 +117,33 @@ fn run<T>(
         if committed.is_err() {
             log::error!("the writer panicked while committing a batch; its requests got 500");
         }
-        store.after_commit();
-        purge_some(shared, &mut store, queue);
-        tail_waits = index_some(shared, &mut store, queue, Until::Bound);
+        pause = maintain(shared, &mut store, queue, Moment::AfterCommit);
     }
-    // The next start begins with an empty tail (it is at most about `TAIL_BOUND` rows: a few
-    // chunks).
-    index_some(shared, &mut store, queue, Until::Empty);
     store.close();
 }
 
-/// How often an idle writer applies retention.
-const IDLE_PURGE_EVERY: Duration = Duration::from_secs(60);
-
-/// Rows deleted per purge transaction: about 3.5 ms each on a 1M-message store (its dirty pages
-/// fit the page cache; 256 did not, and took 26 ms), so a message arriving during a purge waits
-/// at most that long.
-const PURGE_BATCH: usize = 64;
-
-/// Retention (`HOOKBOX_RETAIN_*`), between commits: deletes what must go in small batches,
-/// stopping as soon as a message waits. At least one batch runs after every commit, so under
-/// steady load the purge still advances; under a flood of full commits it lags and catches up in
-/// the next lull.
-fn purge_some<T>(shared: &Shared, store: &mut Store, queue: &Receiver<Ticket<T>>) {
-    let retention = Retention {
-        keep_messages: shared.config.retain_messages,
-        keep_days: shared.config.retain_days,
-    };
-    if retention.is_unlimited() {
-        return;
-    }
-    loop {
-        match store.purge(&retention, PURGE_BATCH) {
-            Ok(0) => break,
-            Ok(purged) => shared.metrics.purged_messages.inc_by(purged as u64),
-            Err(error) => {
-                log::warn!("retention purge failed (retried after the next commit): {error}");
-                break;
-            }
-        }
-        store.after_commit();
-        if !queue.is_empty() {
-            break;
-        }
-    }
-}
-
-/// How long the queue must stay empty before the writer indexes a tail below `TAIL_BOUND`. Not
-/// at once after a commit: under load the next messages come within a millisecond, and indexing
-/// each commit's few rows as they come would write a small FTS5 segment per commit again, the
-/// cost that deferring the index avoids. Waiting lets the rows gather into large chunks while
-/// messages keep coming, and costs a quiet writer nothing.
-const INDEX_WHEN_QUIET_FOR: Duration = Duration::from_millis(20);
-
-/// Rows the tail may hold while messages keep coming; past it the writer indexes after every
-/// commit (`q` verifies every tail row, so this bounds what the tail adds to a search).
-const TAIL_BOUND: u64 = 4096;
-
-/// Rows per indexing transaction: 2 ms median, 8 ms at p90 here under full ingest load (1024
-/// rows took 3 and 15 ms), so a message arriving meanwhile waits about that long.
-const INDEX_CHUNK: usize = 512;
-
-/// At most this many chunks after one commit while messages wait: more than a commit adds (it
-/// adds under `BULK_ROWS` rows to the tail; larger batches index their own), so a tail past its
-/// bound shrinks under any load, and no message waits more than a few chunks.
-const BUSY_CHUNKS: usize = 2;
-
-/// How far `index_some` goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Until {
-    /// Until the tail is empty, stopping as soon as a message waits.
-    Empty,
-    /// Only while the tail is past `TAIL_BOUND` (right after a commit).
-    Bound,
-}
-
-/// Adds the tail to the text index, chunk by chunk, between commits (see `Until`). Returns
-/// whether rows still wait for it. A failure is logged and retried after the next commit.
-fn index_some<T>(
+/// One `Store::maintain` call; returns how long to wait for a message before calling again.
+fn maintain<T>(
     shared: &Shared,
     store: &mut Store,
     queue: &Receiver<Ticket<T>>,
-    until: Until,
-) -> bool {
-    if !shared.config.text_index_catch_up {
-        return false;
+    moment: Moment,
+) -> Duration {
+    let work_waiting = || !queue.is_empty();
+    let upkeep = Upkeep {
+        moment,
+        retention: Retention {
+            keep_messages: shared.config.retain_messages,
+            keep_days: shared.config.retain_days,
+        },
+        work_waiting: &work_waiting,
+    };
+    let maintained = store.maintain(&upkeep);
+    shared.metrics.purged_messages.inc_by(maintained.purged);
+    if let Some(why) = store.broken() {
+        shared.storage.record_broken(why);
     }
-    let mut chunks = 0;
-    loop {
-        let waiting = match store.unindexed() {
-            Ok(waiting) => waiting,
-            Err(error) => {
-                log::warn!("reading the text index's tail failed: {error}");
-                return false;
-            }
-        };
-        if waiting == 0 {
-            return false;
-        }
-        let busy = until == Until::Bound || !queue.is_empty();
-        if busy && (waiting <= TAIL_BOUND || chunks >= BUSY_CHUNKS) {
-            return true;
-        }
-        let started = Instant::now();
-        match store.index_pending(INDEX_CHUNK) {
-            Ok(0) => return false,
-            Ok(rows) => {
-                log::debug!(rows, seconds = started.elapsed().as_secs_f64(); "text index took new rows");
-                chunks += 1;
-                store.after_commit();
-            }
-            Err(error) => {
-                log::warn!("indexing new rows failed (retried after the next commit): {error}");
-                return false;
-            }
-        }
-    }
+    maintained.call_again_in
 }
 
 /// Stores one batch in one transaction, then hands every ticket in it back for answering.

@@ -8,7 +8,7 @@
 //! to 127.0.0.1 only, bounded in count and time; the outage is one restart, a few seconds at
 //! most. (A stall without touching the cluster is tests/it/pg_stall.rs.)
 
-#[path = "it/support.rs"]
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;

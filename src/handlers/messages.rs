@@ -3,7 +3,11 @@
 //! A full page carries `Link: <…>; rel="next"`: the same filters and limit with an opaque `cursor`
 //! holding the page's last position, so the next page starts right after it (keyset paging: no
 //! row visited twice or skipped when rows arrive between pages, and no cost growing with depth).
-//! The cursor codec is store-agnostic: it encodes a `Position`, which both stores order alike.
+//! The cursor codec is store-agnostic: it encodes a `Position`, which both stores order alike, and
+//! a tag of the query it was made for, so it continues only that query.
+//!
+//! A query no stored row can match (a `from` that is not a storable number) is answered here
+//! with an empty page, without asking the store: PostgreSQL refuses such values (U+0000) outright.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -15,7 +19,7 @@ use crate::problem::Problem;
 use sha2::{Digest, Sha256};
 
 use crate::message;
-use crate::store::{ListQuery, Position, StoredMessage};
+use crate::store::{self, ListQuery, Position, StoredMessage};
 use crate::timestamp;
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -31,7 +35,14 @@ struct Page {
 
 pub fn list(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     let (query, since) = parse_query(request)?;
-    let found = read(ctx.metrics, ctx.store.list(&query))?;
+    let found = if matches_nothing(&query) {
+        store::Page {
+            rows: Vec::new(),
+            total: 0,
+        }
+    } else {
+        read(ctx.metrics, ctx.store.list(&query))?
+    };
     let next = (found.rows.len() == query.limit as usize)
         .then(|| {
             found
@@ -55,6 +66,14 @@ pub fn list(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
     Ok(response.into())
 }
 
+/// Whether no stored row can match the filters, whatever the store holds: every stored `from`
+/// passed the webhook's validation (`+`, then at most `MAX_MSISDN_DIGITS` ASCII digits).
+fn matches_nothing(query: &ListQuery) -> bool {
+    query.from.as_deref().is_some_and(|from| {
+        !message::is_msisdn(from) || from.len() > 1 + message::MAX_MSISDN_DIGITS
+    })
+}
+
 /// `/messages?…` with the query's filters and limit, continuing after `last`.
 fn next_link(query: &ListQuery, since: Option<&str>, last: &StoredMessage) -> Option<String> {
     let position = Position {
@@ -71,7 +90,7 @@ fn next_link(query: &ListQuery, since: Option<&str>, last: &StoredMessage) -> Op
             link.push_str(&format!("&{name}={}", percent_encode(value)));
         }
     }
-    link.push_str(&format!("&cursor={}", encode_cursor(&position)));
+    link.push_str(&format!("&cursor={}", encode_cursor(&position, query)));
     Some(link)
 }
 
@@ -89,48 +108,116 @@ fn percent_encode(value: &str) -> String {
 }
 
 /// Marks the cursor format; a change of format changes it, so old cursors are refused cleanly.
-const CURSOR_VERSION: &[u8] = b"c1";
-/// Bytes of SHA-256 over the payload that end a cursor: garbled or foreign cursors fail it.
+/// (`c1` cursors carried no query tag.)
+const CURSOR_VERSION: &[u8] = b"c2";
+/// Bytes of the query tag inside a cursor.
+const CURSOR_TAG: usize = 8;
+/// Bytes of SHA-256 over the payload that end a cursor: garbled cursors fail it.
 const CURSOR_CHECK: usize = 8;
 
-/// Hex of `c1 \n ts_key \n message_id` and its check. Opaque to clients; not a secret (a
-/// forged cursor is only a position).
-pub fn encode_cursor(position: &Position) -> String {
-    let mut bytes = cursor_payload(position);
+/// Why a `cursor` parameter is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorProblem {
+    /// Not one of ours: not hex, garbled, another format, or a position no page ends on.
+    NotOurs,
+    /// One of ours, made for a query with another `from`, `since`, `q` or `limit`.
+    OtherQuery,
+}
+
+impl CursorProblem {
+    fn message(self) -> &'static str {
+        match self {
+            CursorProblem::NotOurs => "Input should be a cursor from a Link header of this service",
+            CursorProblem::OtherQuery => {
+                "This cursor continues another query: keep the from, since, q and limit of the \
+                 Link it came from"
+            }
+        }
+    }
+}
+
+/// Hex of `c2`, the query's tag, `ts_key \n message_id`, and a check over all of it. Opaque to
+/// clients; not a secret: a forged cursor is only a position, and is refused unless it is one a
+/// page could end on, for the query it is sent with.
+pub fn encode_cursor(position: &Position, query: &ListQuery) -> String {
+    let mut bytes = cursor_payload(position, &query_tag(query));
     let check = Sha256::digest(&bytes);
     bytes.extend_from_slice(&check[..CURSOR_CHECK]);
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The position in a cursor of ours, or `None` for anything else.
-pub fn decode_cursor(cursor: &str) -> Option<Position> {
+/// The position in a cursor of ours made for `query` (whose `after` is ignored).
+pub fn decode_cursor(cursor: &str, query: &ListQuery) -> Result<Position, CursorProblem> {
+    let not_ours = CursorProblem::NotOurs;
     if cursor.len() % 2 != 0 || !cursor.is_ascii() {
-        return None;
+        return Err(not_ours);
     }
     let bytes: Vec<u8> = (0..cursor.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16).ok())
-        .collect::<Option<_>>()?;
-    let (payload, check) = bytes.split_at(bytes.len().checked_sub(CURSOR_CHECK)?);
+        .collect::<Option<_>>()
+        .ok_or(not_ours)?;
+    let split = bytes.len().checked_sub(CURSOR_CHECK).ok_or(not_ours)?;
+    let (payload, check) = bytes.split_at(split);
     if Sha256::digest(payload)[..CURSOR_CHECK] != *check {
-        return None;
+        return Err(not_ours);
     }
-    let rest = payload.strip_prefix(CURSOR_VERSION)?.strip_prefix(b"\n")?;
-    let split = rest.iter().position(|&byte| byte == b'\n')?;
+    let rest = payload.strip_prefix(CURSOR_VERSION).ok_or(not_ours)?;
+    if rest.len() < CURSOR_TAG {
+        return Err(not_ours);
+    }
+    let (tag, rest) = rest.split_at(CURSOR_TAG);
+    if *tag != query_tag(query) {
+        return Err(CursorProblem::OtherQuery);
+    }
+    let split = rest
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .ok_or(not_ours)?;
     let position = Position {
-        ts_key: String::from_utf8(rest[..split].to_vec()).ok()?,
-        message_id: String::from_utf8(rest[split + 1..].to_vec()).ok()?,
+        ts_key: String::from_utf8(rest[..split].to_vec()).map_err(|_| not_ours)?,
+        message_id: String::from_utf8(rest[split + 1..].to_vec()).map_err(|_| not_ours)?,
     };
-    (cursor_payload(&position) == payload).then_some(position)
+    // Only a sort key as `timestamp::sort_key` writes it (no `Z`, no trailing zeros, no U+0000)
+    // is a position a page can end on; and only our own spelling of it (lowercase hex) is ours.
+    let is_sort_key = timestamp::sort_key(&format!("{}Z", position.ts_key))
+        .is_some_and(|key| key == position.ts_key);
+    if !is_sort_key || encode_cursor(&position, query) != cursor {
+        return Err(not_ours);
+    }
+    Ok(position)
 }
 
-fn cursor_payload(position: &Position) -> Vec<u8> {
+fn cursor_payload(position: &Position, tag: &[u8; CURSOR_TAG]) -> Vec<u8> {
     let mut bytes = CURSOR_VERSION.to_vec();
-    bytes.push(b'\n');
+    bytes.extend_from_slice(tag);
     bytes.extend_from_slice(position.ts_key.as_bytes());
     bytes.push(b'\n');
     bytes.extend_from_slice(position.message_id.as_bytes());
     bytes
+}
+
+/// What binds a cursor to its query: SHA-256 over the filters and limit (`since` as its sort key,
+/// so two spellings of one instant are one query), each field length-prefixed so no two queries
+/// share an encoding. The same on every instance and store, so a next link from one instance is
+/// followed on another.
+fn query_tag(query: &ListQuery) -> [u8; CURSOR_TAG] {
+    let mut hash = Sha256::new();
+    hash.update(b"hookbox /messages cursor scope\n");
+    for field in [&query.from, &query.since_key, &query.text] {
+        match field {
+            None => hash.update([0]),
+            Some(value) => {
+                hash.update([1]);
+                hash.update((value.len() as u64).to_be_bytes());
+                hash.update(value.as_bytes());
+            }
+        }
+    }
+    hash.update(query.limit.to_be_bytes());
+    let mut tag = [0; CURSOR_TAG];
+    tag.copy_from_slice(&hash.finalize()[..CURSOR_TAG]);
+    tag
 }
 
 /// Reads and checks every parameter, reporting all problems at once (FastAPI's way). Also
@@ -147,33 +234,38 @@ fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> 
         .and_then(|since| message::instant_key(since, &["query", "since"], &mut problems));
     let text = collect(request.query_param("q"), &mut problems).flatten();
     let cursor = collect(request.query_param("cursor"), &mut problems).flatten();
-    let after = cursor.and_then(|cursor| {
-        let problem = if offset != 0 {
-            "A cursor continues a page; it cannot be combined with a non-zero offset"
-        } else if let Some(position) = decode_cursor(&cursor) {
-            return Some(position);
-        } else {
-            "Input should be a cursor from a Link header of this service"
-        };
-        problems.push(Problem::new(
-            "value_error",
-            &["query", "cursor"],
-            problem,
-            json!(cursor),
-        ));
-        None
-    });
-    if !problems.is_empty() {
-        return Err(Error::Unprocessable(problems));
-    }
-    let query = ListQuery {
+    let mut query = ListQuery {
         limit,
         offset,
         from,
         since_key,
         text,
-        after,
+        after: None,
     };
+    if let Some(cursor) = cursor {
+        let refused = if offset != 0 {
+            Some("A cursor continues a page; it cannot be combined with a non-zero offset")
+        } else {
+            match decode_cursor(&cursor, &query) {
+                Ok(position) => {
+                    query.after = Some(position);
+                    None
+                }
+                Err(problem) => Some(problem.message()),
+            }
+        };
+        if let Some(refused) = refused {
+            problems.push(Problem::new(
+                "value_error",
+                &["query", "cursor"],
+                refused,
+                json!(cursor),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Unprocessable(problems));
+    }
     Ok((query, since))
 }
 
@@ -296,31 +388,112 @@ mod tests {
             ts_key: "2025-01-15T10:00:00.5".to_owned(),
             message_id: "id with\nnewline, ünïcode & 100%".to_owned(),
         };
-        let cursor = encode_cursor(&position);
-        assert_eq!(decode_cursor(&cursor), Some(position.clone()));
+        let plain = query("/messages").unwrap();
+        let cursor = encode_cursor(&position, &plain);
+        assert_eq!(decode_cursor(&cursor, &plain), Ok(position.clone()));
         let parsed = query(&format!("/messages?cursor={cursor}&offset=0")).unwrap();
-        assert_eq!((parsed.after, parsed.offset), (Some(position), 0));
+        assert_eq!((parsed.after, parsed.offset), (Some(position.clone()), 0));
 
         let mut flipped = cursor.clone().into_bytes();
         flipped[5] = if flipped[5] == b'0' { b'1' } else { b'0' };
         let flipped = String::from_utf8(flipped).unwrap();
+        let forged = |ts_key: &str| {
+            let position = Position {
+                ts_key: ts_key.to_owned(),
+                message_id: "m".to_owned(),
+            };
+            encode_cursor(&position, &plain)
+        };
         for bad in [
-            "",
-            "x",
-            "00",
-            "zz",
-            flipped.as_str(),
-            &cursor[..cursor.len() - 2],
-            &cursor[2..],
-            "6331",
-            "%C3%A9",
+            "".to_owned(),
+            "x".to_owned(),
+            "00".to_owned(),
+            "zz".to_owned(),
+            flipped,
+            cursor[..cursor.len() - 2].to_owned(),
+            cursor[2..].to_owned(),
+            cursor.to_uppercase(),
+            "6331".to_owned(),
+            "%C3%A9".to_owned(),
+            forged("2025-01-15T10:00:00.50"),
+            forged("2025-01-15T10:00:00Z"),
+            forged("2025-01-15T10:00:00\u{0}"),
+            forged("2025-13-15T10:00:00"),
+            forged("\n"),
         ] {
             let problems = query(&format!("/messages?cursor={bad}")).unwrap_err();
             assert_eq!(problems.len(), 1, "{bad}");
             assert_eq!(problems[0]["loc"], json!(["query", "cursor"]), "{bad}");
+            assert_eq!(
+                problems[0]["msg"],
+                CursorProblem::NotOurs.message(),
+                "{bad}"
+            );
         }
         let problems = query(&format!("/messages?cursor={cursor}&offset=1")).unwrap_err();
         assert_eq!(problems[0]["loc"], json!(["query", "cursor"]));
+    }
+
+    #[test]
+    fn a_cursor_continues_only_the_query_it_was_made_for() {
+        let position = Position {
+            ts_key: "2025-01-15T10:00:00".to_owned(),
+            message_id: "m".to_owned(),
+        };
+        let made_for = "limit=2&from=+1&since=2025-01-15T09:00:00Z&q=a";
+        let cursor = encode_cursor(&position, &query(&format!("/messages?{made_for}")).unwrap());
+        for same in [
+            made_for,
+            "q=a&since=2025-01-15T09:00:00.000Z&from=%2B1&limit=2",
+        ] {
+            let parsed = query(&format!("/messages?{same}&cursor={cursor}")).unwrap();
+            assert_eq!(parsed.after.as_ref(), Some(&position), "{same}");
+        }
+        for other in [
+            "limit=3&from=+1&since=2025-01-15T09:00:00Z&q=a",
+            "limit=2&from=+2&since=2025-01-15T09:00:00Z&q=a",
+            "limit=2&since=2025-01-15T09:00:00Z&q=a",
+            "limit=2&from=+1&since=2025-01-15T09:00:01Z&q=a",
+            "limit=2&from=+1&q=a",
+            "limit=2&from=+1&since=2025-01-15T09:00:00Z&q=A",
+            "limit=2&from=+1&since=2025-01-15T09:00:00Z&q=",
+            "limit=2&from=+1&since=2025-01-15T09:00:00Z",
+            // Fields shifted between parameters hash apart too.
+            "limit=2&from=+1a&since=2025-01-15T09:00:00Z",
+        ] {
+            let problems = query(&format!("/messages?{other}&cursor={cursor}")).unwrap_err();
+            assert_eq!(problems.len(), 1, "{other}");
+            assert_eq!(problems[0]["loc"], json!(["query", "cursor"]), "{other}");
+            assert_eq!(
+                problems[0]["msg"],
+                CursorProblem::OtherQuery.message(),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_from_no_stored_row_can_have_matches_nothing() {
+        for from in ["+1", "+15550001", &format!("+{}", "9".repeat(32))] {
+            let target = format!("/messages?from={}", from.replace('+', "%2B"));
+            assert!(!matches_nothing(&query(&target).unwrap()), "{from}");
+        }
+        for from in [
+            "",
+            "%00",
+            "1",
+            "abc",
+            "%2B",
+            "%2B1%00",
+            "%2B%2B1",
+            "%2B%D9%A1",
+        ] {
+            let target = format!("/messages?from={from}");
+            assert!(matches_nothing(&query(&target).unwrap()), "{from}");
+        }
+        let over = format!("/messages?from=%2B{}", "9".repeat(33));
+        assert!(matches_nothing(&query(&over).unwrap()));
+        assert!(!matches_nothing(&query("/messages?q=%00").unwrap()));
     }
 
     #[test]
@@ -346,7 +519,7 @@ mod tests {
         );
         let (again, _) = parse_query(&Request::new("GET", &link, b"")).unwrap();
         assert_eq!(again.after.unwrap().message_id, "m9");
-        assert_eq!((again.from, again.text), (query.from, query.text));
-        assert!(decode_cursor(cursor).is_some());
+        assert_eq!((&again.from, &again.text), (&query.from, &query.text));
+        assert!(decode_cursor(cursor, &query).is_ok());
     }
 }

@@ -1,8 +1,8 @@
 //! Request handlers: plain functions from `(context, request)` to a response or an error.
 //!
-//! Handlers never see tiny_http, never touch SQL (that is the store's job), and never write logs or
-//! metrics themselves: the worker does that once per request, from what the handler returns and
-//! from the note the webhook handler leaves in the context.
+//! Handlers never see a socket or `conn`'s types, never touch SQL (that is the store's job), and
+//! never write logs or metrics themselves: the worker does that once per request, from what the
+//! handler returns and from the note the webhook handler leaves in the context.
 
 pub mod health;
 pub mod messages;

@@ -41,7 +41,7 @@ fn check(
     }
     let parsed = message::parse(body);
     *message_id = parsed.message_id;
-    parsed.result
+    parsed.result.map_err(Error::from)
 }
 
 /// The answer for a message once the writer has committed it, or failed to.
@@ -71,6 +71,8 @@ pub fn result_of(error: &Error) -> WebhookResult {
         Error::Unavailable(_) | Error::StorageUnavailable(_) | Error::QueryTimeout => {
             WebhookResult::Unavailable
         }
-        Error::NotFound | Error::Internal(_) => WebhookResult::Error,
+        Error::CommitTimeout => WebhookResult::CommitTimeout,
+        // The webhook needs no admin token: not reached.
+        Error::NotFound | Error::BearerRequired | Error::Internal(_) => WebhookResult::Error,
     }
 }

@@ -4,16 +4,21 @@
 //! its SQL, stays in the submodule that implements it. Every worker owns one `Store` (reads), the
 //! writer owns one (writes); there is no pool.
 
+mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+mod upkeep;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, Database};
+use crate::config::Config;
 use crate::message::Message;
 use crate::timestamp;
+
+pub use options::{PostgresOptions, SqliteOptions, StoreOptions};
+pub use upkeep::{Maintained, Moment, Upkeep};
 
 /// What a build without the `postgres` cargo feature says about a `postgres://` URL.
 pub const NO_POSTGRES: &str =
@@ -154,14 +159,30 @@ pub struct ExportFilter {
 impl Store {
     /// One connection to the configured database.
     pub fn open(config: &Config) -> Result<Store, StoreError> {
-        match config.database {
-            Database::Sqlite(_) => sqlite::Sqlite::open(config).map(Store::Sqlite),
+        Store::open_with(&StoreOptions::from_config(config))
+    }
+
+    /// One connection, with the store's own settings.
+    pub fn open_with(options: &StoreOptions) -> Result<Store, StoreError> {
+        match options {
+            StoreOptions::Sqlite(options) => sqlite::Sqlite::open(options).map(Store::Sqlite),
             #[cfg(feature = "postgres")]
-            Database::Postgres(_) => {
-                postgres::Postgres::open(config).map(|store| Store::Postgres(Box::new(store)))
+            StoreOptions::Postgres(options) => {
+                postgres::Postgres::open(options).map(|store| Store::Postgres(Box::new(store)))
             }
             #[cfg(not(feature = "postgres"))]
-            Database::Postgres(_) => Err(StoreError::Internal(NO_POSTGRES.to_owned())),
+            StoreOptions::Postgres(_) => Err(StoreError::Internal(NO_POSTGRES.to_owned())),
+        }
+    }
+
+    /// A connection that only reads (`hookbox export`): creates and migrates nothing. SQLite opens
+    /// the file read-only; PostgreSQL connects as usual (export runs one read-only snapshot).
+    pub fn open_read_only(config: &Config) -> Result<Store, StoreError> {
+        match StoreOptions::from_config(config) {
+            StoreOptions::Sqlite(options) => {
+                sqlite::Sqlite::open_read_only(&options).map(Store::Sqlite)
+            }
+            postgres => Store::open_with(&postgres),
         }
     }
 
@@ -174,27 +195,109 @@ impl Store {
         }
     }
 
-    /// Brings the schema up to date; runs once at startup before other connections open.
-    pub fn migrate(&mut self) -> Result<(), StoreError> {
+    /// The schema version the database holds (0: none yet).
+    pub fn stored_schema_version(&mut self) -> Result<i64, StoreError> {
         match self {
-            Store::Sqlite(store) => store.migrate(),
+            Store::Sqlite(store) => store.stored_schema_version(),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.stored_schema_version(),
+        }
+    }
+
+    /// Brings the schema up to date; runs once at startup before other connections open. A
+    /// database newer than this build is refused, untouched.
+    pub fn migrate(&mut self) -> Result<(), StoreError> {
+        let current = self.stored_schema_version()?;
+        refuse_newer(current, self.schema_version())?;
+        match self {
+            Store::Sqlite(store) => store.migrate(current),
             #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.migrate(),
         }
     }
 
-    /// Ready = answers a query and has this build's schema.
-    pub fn check_ready(&mut self) -> Result<(), String> {
+    /// The server's startup decision (`HOOKBOX_TEXT_INDEX`): creates and fills the text index,
+    /// or drops it, and (SQLite) adds any rows waiting for it before serving. Only the server
+    /// calls this: a CLI subcommand uses the index as it finds it.
+    pub fn use_text_index(&mut self, on: bool) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(store) => store.check_ready(),
+            Store::Sqlite(store) => store.use_text_index(on),
             #[cfg(feature = "postgres")]
-            Store::Postgres(store) => store.check_ready(),
+            Store::Postgres(store) => store.use_text_index(on),
+        }
+    }
+
+    /// The server's startup preparation (`migrate`, `use_text_index`) found the database not
+    /// answering: PostgreSQL does it as soon as the database answers, meanwhile answering 503
+    /// (true); SQLite cannot wait (false: startup fails).
+    pub fn prepare_later(&mut self, text_index: bool) -> bool {
+        match self {
+            Store::Sqlite(_) => {
+                let _ = text_index;
+                false
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => {
+                store.prepare_later(text_index);
+                true
+            }
+        }
+    }
+
+    /// What a CLI subcommand (`import`) may do to the schema: a new, empty database gets this
+    /// build's schema (and the text index as `text_index` says), as a first server start would
+    /// give it; any other database is left exactly as it is, since a live server may depend on
+    /// it, and must already hold this build's schema.
+    pub fn prepare_for_tool(&mut self, text_index: bool) -> Result<(), StoreError> {
+        let current = self.stored_schema_version()?;
+        let expected = self.schema_version();
+        if current == 0 {
+            self.migrate()?;
+            return self.use_text_index(text_index);
+        }
+        refuse_newer(current, expected)?;
+        if current < expected {
+            return Err(StoreError::Internal(format!(
+                "database schema version {current} is older than this build's ({expected}); \
+                 start the server (hookbox serve) once to migrate it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ready = answers a query, carries this build's schema, and is not broken.
+    pub fn check_ready(&mut self) -> Result<(), String> {
+        if let Some(why) = self.broken() {
+            return Err(why);
+        }
+        // PostgreSQL answers within its own budget, whatever the database does.
+        #[cfg(feature = "postgres")]
+        if let Store::Postgres(store) = self {
+            return store.check_ready();
+        }
+        let expected = self.schema_version();
+        match self.stored_schema_version() {
+            Ok(version) if version == expected => Ok(()),
+            Ok(other) => Err(format!(
+                "schema version is {other}, this build expects {expected}"
+            )),
+            Err(error) => Err(format!("database does not answer: {error}")),
+        }
+    }
+
+    /// Set once this connection can no longer keep the store's promises (SQLite: a durability
+    /// setting it could not restore); its writes then fail until hookbox restarts.
+    pub fn broken(&self) -> Option<String> {
+        match self {
+            Store::Sqlite(store) => store.broken(),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => None,
         }
     }
 
     /// One transaction, one durable commit; aggregates updated inside it. (SQLite's text index
-    /// takes the writer's rows later, from `index_pending`; `list` reads them from the tail till
-    /// then. PostgreSQL's is an ordinary index, updated inside it.)
+    /// takes the writer's rows later, in `maintain`; `list` reads them from the tail till then.
+    /// PostgreSQL's is an ordinary index, updated inside it.)
     /// Results in input order; a repeated id in one batch is `Duplicate` from its 2nd occurrence.
     /// On error nothing of the batch is stored.
     pub fn insert_batch(
@@ -238,23 +341,22 @@ impl Store {
         }
     }
 
-    /// Adds up to `max_rows` of the rows stored since the text index last took any (the tail)
-    /// to it, oldest first, in one short transaction; returns how many rows that covered
-    /// (0: none wait). PostgreSQL: always 0, its index is maintained by the insert.
-    pub fn index_pending(&mut self, max_rows: usize) -> Result<usize, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.index_pending(max_rows),
+    /// Upkeep between commits, called by the writer after each commit and when idle (and by
+    /// `import` between batches): retention, then the store's own upkeep, each stopping as soon
+    /// as `upkeep.work_waiting` says a message waits. Failures are logged and retried at a
+    /// later call.
+    pub fn maintain(&mut self, upkeep: &Upkeep<'_>) -> Maintained {
+        let purged = upkeep::purge_some(self, upkeep);
+        let again = match self {
+            Store::Sqlite(store) => store.maintain(upkeep.moment, upkeep.work_waiting),
             #[cfg(feature = "postgres")]
-            Store::Postgres(_) => Ok(0),
-        }
-    }
-
-    /// How many rows at most wait for `index_pending` (cheap: no count of the rows).
-    pub fn unindexed(&mut self) -> Result<u64, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.unindexed(),
-            #[cfg(feature = "postgres")]
-            Store::Postgres(_) => Ok(0),
+            Store::Postgres(store) => store.maintain(),
+        };
+        Maintained {
+            purged,
+            call_again_in: again.map_or(upkeep::IDLE_PURGE_EVERY, |again| {
+                again.min(upkeep::IDLE_PURGE_EVERY)
+            }),
         }
     }
 
@@ -271,16 +373,18 @@ impl Store {
         }
     }
 
-    /// Called by the writer after each commit (SQLite: checkpoint once the WAL is large).
-    pub fn after_commit(&mut self) {
+    /// The SQLite store behind this one, for what only SQLite has (its tests reach the text
+    /// index's tail through it); `None` on PostgreSQL.
+    pub fn as_sqlite(&mut self) -> Option<&mut sqlite::Sqlite> {
         match self {
-            Store::Sqlite(store) => store.after_commit(),
+            Store::Sqlite(store) => Some(store),
             #[cfg(feature = "postgres")]
-            Store::Postgres(store) => store.after_commit(),
+            Store::Postgres(_) => None,
         }
     }
 
-    /// Called once by the writer at shutdown (SQLite: empties the WAL).
+    /// Called once by the writer at shutdown, and by `import` when done (SQLite: indexes what
+    /// waits and empties the WAL).
     pub fn close(self) {
         match self {
             Store::Sqlite(store) => store.close(),
@@ -288,4 +392,14 @@ impl Store {
             Store::Postgres(store) => store.close(),
         }
     }
+}
+
+/// A database whose schema is newer than this build is never touched.
+fn refuse_newer(current: i64, expected: i64) -> Result<(), StoreError> {
+    if current > expected {
+        return Err(StoreError::Internal(format!(
+            "database schema version {current} is newer than this build ({expected})"
+        )));
+    }
+    Ok(())
 }

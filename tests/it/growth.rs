@@ -29,6 +29,7 @@ fn preloaded(dir: &TestDb, count: usize) -> Config {
     let config = dir.config(Some(SECRET));
     let mut store = Store::open(&config).unwrap();
     store.migrate().unwrap();
+    store.use_text_index(config.text_index).unwrap();
     let messages: Vec<Message> = (0..count).map(numbered).collect();
     for chunk in messages.chunks(10_000) {
         store

@@ -4,11 +4,16 @@
 
 mod support;
 
+mod auth;
 mod binary;
+mod commit_timeout;
 mod concurrency;
+mod conn;
+mod edges;
 mod export;
 mod growth;
 mod hostile;
+mod index_state;
 mod messages;
 mod migration;
 mod ops;

@@ -23,6 +23,7 @@ fn preloaded(dir: &TestDb) -> Config {
     let config = dir.config(Some(SECRET));
     let mut store = Store::open(&config).unwrap();
     store.migrate().unwrap();
+    store.use_text_index(config.text_index).unwrap();
     let messages: Vec<Message> = (0..PRELOADED)
         .map(|i| {
             let ts = format!("2025-01-{:02}T{:02}:00:00Z", 1 + i % 28, i % 24);

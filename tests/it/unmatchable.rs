@@ -3,7 +3,7 @@
 //! cursor whose sort key was forged. Each is an ordinary answer, never a 500.
 
 use hookbox::handlers::messages::encode_cursor;
-use hookbox::store::Position;
+use hookbox::store::{ListQuery, Position};
 
 use crate::support::TestServer;
 
@@ -60,10 +60,16 @@ fn an_offset_at_or_past_the_total_is_an_empty_page_with_the_total() {
 fn a_cursor_with_a_forged_sort_key_never_reaches_a_store_error() {
     let server = seeded();
     for ts_key in ["\u{0}", "x\u{0}y", "\u{1}", "", "~~~~"] {
-        let cursor = encode_cursor(&Position {
+        // Made for the query it is sent with (`/messages`: the default limit of 50).
+        let query = ListQuery {
+            limit: 50,
+            ..ListQuery::default()
+        };
+        let position = Position {
             ts_key: ts_key.to_owned(),
             message_id: "m0".to_owned(),
-        });
+        };
+        let cursor = encode_cursor(&position, &query);
         let resp = server.get(&format!("/messages?cursor={cursor}"));
         assert!(
             resp.status == 200 || resp.status == 422,

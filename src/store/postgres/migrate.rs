@@ -5,7 +5,7 @@ use postgres::Client;
 /// Migrations in order; migration `i` is recorded as version `i + 1` in `hookbox_schema`.
 const MIGRATIONS: &[&str] = &[include_str!("../../../sql/postgres/001_init.sql")];
 
-/// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), after the migrations.
+/// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), at the server's startup.
 const TEXT_INDEX_ON: &str = include_str!("../../../sql/postgres/text_index_on.sql");
 const TEXT_INDEX_OFF: &str = include_str!("../../../sql/postgres/text_index_off.sql");
 
@@ -41,14 +41,24 @@ pub fn current_version(client: &mut Client) -> Result<i64, postgres::Error> {
     ))
 }
 
-/// Brings the schema up to `SCHEMA_VERSION` and sets the text index as `text_index` says, under
-/// the lock: instances starting together take turns, and the later ones find it done.
-pub fn migrate_locked(client: &mut Client, text_index: Option<bool>) -> Result<(), Migration> {
+/// Brings the schema up to `SCHEMA_VERSION` under the lock: instances starting together take
+/// turns, and the later ones find it done.
+pub fn migrate_locked(client: &mut Client) -> Result<(), Migration> {
+    with_lock(client, apply_migrations)
+}
+
+/// Creates or drops the trigram index under the lock.
+pub fn use_text_index(client: &mut Client, on: bool) -> Result<(), Migration> {
+    let sql = if on { TEXT_INDEX_ON } else { TEXT_INDEX_OFF };
+    with_lock(client, |client| Ok(client.batch_execute(sql)?))
+}
+
+fn with_lock(
+    client: &mut Client,
+    work: impl FnOnce(&mut Client) -> Result<(), Migration>,
+) -> Result<(), Migration> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let result = apply_migrations(client).and_then(|()| match text_index {
-        Some(on) => Ok(client.batch_execute(if on { TEXT_INDEX_ON } else { TEXT_INDEX_OFF })?),
-        None => Ok(()),
-    });
+    let result = work(client);
     // Released with the session too, should this fail.
     let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result?;

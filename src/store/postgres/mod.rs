@@ -27,8 +27,10 @@ use postgres::error::SqlState;
 use self::connection::{Doing, Session};
 use self::migrate::Migration;
 use self::queries::Export;
-use super::{ExportFilter, Inserted, ListQuery, Page, Retention, Stats, StoreError, StoredMessage};
-use crate::config::{Config, Database};
+use super::{
+    ExportFilter, Inserted, ListQuery, Page, PostgresOptions, Retention, Stats, StoreError,
+    StoredMessage,
+};
 use crate::message::Message;
 
 pub use self::migrate::SCHEMA_VERSION;
@@ -44,42 +46,14 @@ const READY_WITHIN: Duration = Duration::from_millis(1500);
 /// No statement of the writer runs longer on the server (reads stop at the query timeout).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the PostgreSQL store needs from the configuration.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// `DATABASE_URL` as given (`sslmode`/`sslrootcert` included).
-    pub url: String,
-    /// Each read's budget (`HOOKBOX_QUERY_TIMEOUT_MS`, as `statement_timeout`).
-    pub query_timeout: Duration,
-    /// How long a write waits for a lock (`HOOKBOX_BUSY_TIMEOUT_MS`, as `lock_timeout`).
-    pub lock_timeout: Duration,
-    /// `HOOKBOX_TEXT_INDEX`: the trigram index exists or not.
-    pub text_index: bool,
-}
+/// How often the writer tries a startup preparation the database was not there for.
+const PREPARE_RETRY: Duration = Duration::from_secs(1);
 
-impl Options {
-    pub fn from_config(config: &Config) -> Result<Options, StoreError> {
-        let Database::Postgres(url) = &config.database else {
-            return Err(StoreError::Internal(format!(
-                "{} is not a PostgreSQL database",
-                config.database.describe()
-            )));
-        };
-        Ok(Options {
-            url: url.clone(),
-            query_timeout: config.query_timeout,
-            lock_timeout: config.busy_timeout,
-            text_index: config.text_index,
-        })
-    }
-}
-
-/// Checks a `postgres://` URL as the store will read it (for `DATABASE_URL` validation): `sslmode`
-/// and `sslrootcert` with libpq's meanings, the rest as the client library parses it.
-pub fn check_url(url: &str) -> Result<(), String> {
+/// Reads a `postgres://` URL as the store will (for `DATABASE_URL` validation): `sslmode` and
+/// `sslrootcert` with libpq's meanings, the rest as the client library parses it.
+pub fn parse_url(url: &str) -> Result<postgres::Config, String> {
     let (rest, _) = tls::split_url(url)?;
     rest.parse::<postgres::Config>()
-        .map(drop)
         .map_err(|error| connection::describe(&error))
 }
 
@@ -87,17 +61,18 @@ pub fn check_url(url: &str) -> Result<(), String> {
 pub struct Postgres {
     session: Session,
     query_timeout_ms: u128,
-    text_index: bool,
-    /// Set once this store has seen the schema at `SCHEMA_VERSION` (migrating it if need be).
+    /// Set once this store has seen the schema at `SCHEMA_VERSION`.
     migrated: bool,
+    /// The server's startup preparation (migrations, then the text index as given), when the
+    /// database did not answer at startup: done at the first call that finds it answering.
+    prepare_pending: Option<bool>,
 }
 
 impl Postgres {
     /// Settings for the database `config` names, and a first connection attempt. A database
     /// that does not answer is not an error here (calls answer `Unavailable` until it does);
     /// one that refuses us (no such database, authentication failed) is.
-    pub fn open(config: &Config) -> Result<Postgres, StoreError> {
-        let options = Options::from_config(config)?;
+    pub fn open(options: &PostgresOptions) -> Result<Postgres, StoreError> {
         let fatal = |error: String| StoreError::Internal(format!("DATABASE_URL: {error}"));
         let (url, tls) = tls::split_url(&options.url).map_err(fatal)?;
         let session =
@@ -105,8 +80,8 @@ impl Postgres {
         let mut store = Postgres {
             session,
             query_timeout_ms: options.query_timeout.as_millis().max(1),
-            text_index: options.text_index,
             migrated: false,
+            prepare_pending: None,
         };
         let first = store
             .session
@@ -121,27 +96,37 @@ impl Postgres {
         }
     }
 
-    /// Brings the schema up to `SCHEMA_VERSION` and the text index to `HOOKBOX_TEXT_INDEX`, under
-    /// an advisory lock, one transaction per migration: instances starting together take turns,
-    /// and the later ones find it done.
+    /// Brings the schema up to `SCHEMA_VERSION` under an advisory lock, one transaction per
+    /// migration: instances starting together take turns, and the later ones find it done.
     pub fn migrate(&mut self) -> Result<(), StoreError> {
-        let text_index = self.text_index;
+        self.locked(migrate::migrate_locked)?;
+        self.migrated = true;
+        Ok(())
+    }
+
+    /// Creates or drops the trigram index (the server's startup decision), under the lock.
+    pub fn use_text_index(&mut self, on: bool) -> Result<(), StoreError> {
+        self.locked(|client| migrate::use_text_index(client, on))
+    }
+
+    /// Runs schema work with no statement timeout (a migration, or a wait for another
+    /// instance's, may take longer than any statement), then restores it.
+    fn locked(
+        &mut self,
+        work: impl FnOnce(&mut postgres::Client) -> Result<(), Migration>,
+    ) -> Result<(), StoreError> {
         let connection = self.session.connection(connection::CONNECT_WITHIN)?;
-        // A migration (or a wait for another instance's) may take longer than any statement.
-        let result = connection
-            .client
+        let client = &mut connection.client;
+        let result = client
             .batch_execute("SET statement_timeout = 0")
             .map_err(Migration::Database)
-            .and_then(|()| migrate::migrate_locked(&mut connection.client, Some(text_index)))
+            .and_then(|()| work(client))
             .and_then(|()| {
                 let bound = format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis());
-                Ok(connection.client.batch_execute(&bound)?)
+                Ok(client.batch_execute(&bound)?)
             });
         match result {
-            Ok(()) => {
-                self.migrated = true;
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(Migration::Database(error)) => Err(self.session.fail(&error, Doing::Writing)),
             Err(Migration::TooNew(current)) => Err(StoreError::Internal(format!(
                 "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
@@ -149,19 +134,55 @@ impl Postgres {
         }
     }
 
-    /// Migrates on first use, when startup could not (the database did not answer then).
+    /// The schema version the database holds (0: none yet), reconnecting if needed.
+    pub fn stored_schema_version(&mut self) -> Result<i64, StoreError> {
+        self.session.run(Doing::Reading, |connection| {
+            migrate::current_version(&mut connection.client)
+        })
+    }
+
+    /// The database did not answer at startup: the server's preparation (migrations, then the
+    /// text index as `text_index` says) is done as soon as it does (`maintain`, or a first
+    /// call).
+    pub fn prepare_later(&mut self, text_index: bool) {
+        self.prepare_pending = Some(text_index);
+    }
+
+    /// The writer's upkeep: a pending startup preparation, retried every second until the
+    /// database answers. Retention is above the seam; PostgreSQL checkpoints by itself.
+    pub fn maintain(&mut self) -> Option<Duration> {
+        match self.ensure_schema() {
+            Err(error) if self.prepare_pending.is_some() => {
+                log::warn!("the database is not prepared yet (retried in 1 s): {error}");
+                Some(PREPARE_RETRY)
+            }
+            _ => None,
+        }
+    }
+
+    /// Before any read or write: the schema is this build's. A pending startup preparation is
+    /// done here; otherwise a schema not (yet) at this build's version is a 503 until the server
+    /// that prepares it has.
     fn ensure_schema(&mut self) -> Result<(), StoreError> {
         if self.migrated {
             return Ok(());
         }
-        let version = self.session.run(Doing::Reading, |connection| {
-            migrate::current_version(&mut connection.client)
-        })?;
-        if version == SCHEMA_VERSION {
-            self.migrated = true;
+        if let Some(text_index) = self.prepare_pending {
+            self.migrate()?;
+            self.use_text_index(text_index)?;
+            self.prepare_pending = None;
+            log::info!("the database answers: schema migrated, serving");
             return Ok(());
         }
-        self.migrate()
+        match self.stored_schema_version()? {
+            SCHEMA_VERSION => {
+                self.migrated = true;
+                Ok(())
+            }
+            other => Err(StoreError::Unavailable(format!(
+                "the database's schema version is {other}, this build expects {SCHEMA_VERSION}"
+            ))),
+        }
     }
 
     /// Answers a trivial query within `READY_WITHIN` (connecting if need be) and carries this
@@ -301,9 +322,6 @@ impl Postgres {
             Err(Export::Database(error)) => Err(self.session.fail(&error, Doing::Reading)),
         }
     }
-
-    /// Nothing to do: PostgreSQL checkpoints by itself.
-    pub fn after_commit(&mut self) {}
 
     /// Closes the connection politely (the server ends its backend at once).
     pub fn close(self) {

@@ -1,0 +1,56 @@
+//! `HOOKBOX_COMMIT_TIMEOUT_SECS`: no webhook waits longer than that for its commit. A writer stuck
+//! behind another connection's lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a table lock held in
+//! an open transaction), with a busy/lock timeout far longer than the commit timeout, must not
+//! hold the sender: it gets 503 + `Retry-After` at the commit timeout, not acknowledged. When the
+//! lock goes, the commit lands, and the sender's retry is a duplicate (200), stored once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::TestServer;
+
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_webhook_behind_a_stuck_commit_gets_503_at_the_commit_timeout_and_its_retry_is_a_duplicate() {
+    let server = TestServer::start_with(|config| {
+        config.commit_timeout = COMMIT_TIMEOUT;
+        // The store itself would wait ten minutes for the lock.
+        config.busy_timeout = Duration::from_secs(600);
+    });
+    let blocker = server.block_writes();
+    let started = Instant::now();
+    let resp = server.post_message("stuck", "+1", "2025-01-15T10:00:00Z", Some("hi"));
+    let waited = started.elapsed();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(resp.header("retry-after").is_some());
+    let detail = resp.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("not acknowledged"), "{detail}");
+    assert!(waited >= COMMIT_TIMEOUT, "answered after {waited:?}");
+    assert!(waited < COMMIT_TIMEOUT * 10, "answered after {waited:?}");
+    // The rest of the service is not held: probes, reads and metrics answer meanwhile.
+    assert_eq!(server.get("/health/live").status, 200);
+    assert_eq!(server.get("/messages").json()["total"], 0);
+    assert_eq!(
+        server.metric(r#"webhook_requests_total{result="commit_timeout"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric(r#"http_requests_total{path="/webhook",status="503"}"#),
+        Some(1.0)
+    );
+
+    // The lock goes; the stuck commit lands; the retry finds the row.
+    blocker.release();
+    let retry = server.post_message("stuck", "+1", "2025-01-15T10:00:00Z", Some("hi"));
+    assert_eq!(retry.status, 200, "{}", retry.text());
+    assert_eq!(retry.json(), json!({"status": "ok"}));
+    assert_eq!(
+        server.metric(r#"webhook_requests_total{result="duplicate"}"#),
+        Some(1.0)
+    );
+    let page = server.get("/messages").json();
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["data"][0]["message_id"], "stuck");
+}

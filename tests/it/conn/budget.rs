@@ -1,0 +1,89 @@
+//! The budget for request bodies held in memory (`HOOKBOX_MAX_BODY_BUFFER_MIB`): clients that
+//! send part of a large body and stop cannot make the process hold more than the budget, a new
+//! body over it is answered 503 unread, ordinary small webhooks are still served, and the budget
+//! is given back when those connections end.
+//!
+//! Each holder sends `Expect: 100-continue` and waits for the `100 Continue`: the server sends it
+//! only after the body's bytes are reserved, so the test knows the reservation landed without
+//! sleeping.
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Ending};
+use crate::support::{TestServer, message, metric_value, sign};
+
+/// Declared size of each held body (over the 16 KiB a small body may be).
+const HELD_BODY: usize = 100 * 1024;
+
+/// Sends a head for a `HELD_BODY` webhook with `Expect: 100-continue`, and returns the stream
+/// and the head of the first answer: 100 when its bytes were reserved.
+fn hold(server: &TestServer) -> (TcpStream, wire::Answer) {
+    let mut stream = wire::connect(server.addr);
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: x\r\nX-Signature: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {HELD_BODY}\r\nExpect: 100-continue\r\n\r\n",
+        sign(b"never sent whole")
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let answer = wire::read_head(&mut reader).expect("an answer to the head");
+    if answer.status == 100 {
+        // Half the body, then nothing: the connection holds it until the body deadline.
+        stream.write_all(&vec![b' '; HELD_BODY / 2]).unwrap();
+    }
+    (stream, answer)
+}
+
+fn buffered_bytes(server: &TestServer) -> f64 {
+    metric_value(&server.get("/metrics").text(), "hookbox_body_buffer_bytes")
+        .expect("the gauge is exported")
+}
+
+#[test]
+fn held_bodies_fill_the_budget_then_new_ones_get_503_while_small_webhooks_are_served() {
+    // 2 MiB: large bodies may fill three quarters of it, 1536 KiB, so 15 of 100 KiB fit.
+    let server = TestServer::start_with(|config| {
+        config.max_body_buffer_bytes = 2 * 1024 * 1024;
+        config.max_body_bytes = 256 * 1024;
+        config.read_timeout = Duration::from_secs(30);
+    });
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..20 {
+        let (stream, answer) = hold(&server);
+        if answer.status == 100 {
+            held.push(stream);
+        } else {
+            refused.push((stream, answer));
+        }
+    }
+    assert_eq!(held.len(), 15, "bodies reserved before the budget was full");
+    assert_eq!(buffered_bytes(&server), (15 * HELD_BODY) as f64);
+    for (stream, answer) in &refused {
+        assert_eq!(answer.status, 503);
+        assert!(answer.header("retry-after").is_some(), "{answer:?}");
+        assert_eq!(answer.header("connection"), Some("close"));
+        let (_, ending) = wire::read_to_end(&mut BufReader::new(stream));
+        assert_ne!(ending, Ending::Open, "a refused body's connection closes");
+    }
+
+    // An honest webhook of ordinary size is served while the large ones are held.
+    let started = Instant::now();
+    let honest = server.post_webhook(
+        message("honest-1", "+15550001", "2026-01-01T00:00:00Z", Some("hi")).as_bytes(),
+    );
+    assert_eq!(honest.status, 200, "{}", honest.text());
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The holders go away: their reservations are given back, and a large body fits again.
+    drop(held);
+    let deadline = Instant::now() + wire::TIMEOUT;
+    while buffered_bytes(&server) != 0.0 {
+        assert!(Instant::now() < deadline, "the budget was not given back");
+        std::thread::yield_now();
+    }
+    let (_again, answer) = hold(&server);
+    assert_eq!(answer.status, 100);
+}
