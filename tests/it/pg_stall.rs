@@ -279,3 +279,64 @@ fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_su
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert!(stored(&db).contains("after"));
 }
+
+#[test]
+fn what_waiting_cannot_fix_stops_startup_in_the_servers_own_words() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    let url = db.url();
+    let slash = url.rfind('/').unwrap();
+    let missing = format!("{}/hookbox_no_such_database", &url[..slash]);
+    let error = match hookbox::start(Config::for_postgres(missing, Some(SECRET))) {
+        Ok(_) => panic!("started on a database that does not exist"),
+        Err(error) => error.to_string(),
+    };
+    for says in ["FATAL 3D000", "does not exist", "127.0.0.1:5432"] {
+        assert!(error.contains(says), "{says:?} missing from: {error}");
+    }
+    assert!(!error.contains("db error"), "{error}");
+}
+
+/// The second start finds the schema in place: PostgreSQL says "already exists, skipping" as
+/// NOTICEs, which are the server's chatter, not the operator's business at INFO.
+#[test]
+fn notices_at_startup_stay_out_of_the_info_log() {
+    if !postgres_available() {
+        return;
+    }
+    let db = PgDatabase::create();
+    for _ in 0..2 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookbox"))
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("DATABASE_URL", db.url())
+            .env("WEBHOOK_SECRET", SECRET)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the hookbox binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap();
+            let listening = line.contains("\"listening\"");
+            lines.push(line);
+            if listening {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            lines.last().is_some_and(|line| line.contains("listening")),
+            "{lines:#?}"
+        );
+        for line in &lines {
+            assert!(!line.contains("skipping"), "a NOTICE at INFO: {line}");
+        }
+    }
+}
