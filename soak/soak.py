@@ -78,7 +78,7 @@ def git_revision():
     try:
         rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "vendor", "Cargo.toml"],
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml"],
                                capture_output=True, text=True).stdout.strip()
         return rev + (" (+ uncommitted changes in src/)" if dirty else "")
     except OSError:

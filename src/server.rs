@@ -25,7 +25,7 @@ use crate::conn::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Servi
 use crate::error::Error;
 use crate::handlers::WebhookNote;
 use crate::http::{self, Response};
-use crate::metrics::{Metrics, Queue, WebhookResult};
+use crate::metrics::{Metrics, Queue, Source, WebhookResult};
 use crate::router::{self, Lane, Target};
 use crate::state::{Shared, StorageHealth};
 use crate::store::{Store, StoreError};
@@ -393,10 +393,10 @@ impl CommitWait {
             request_id: self.request_id,
             received: self.received,
         };
-        let note = WebhookNote {
-            message_id: None,
-            result: WebhookResult::CommitTimeout,
-        };
+        // Which sender is the route's (a Standard Webhooks request on /webhook is told as `webhook`
+        // here: its headers were read by the worker).
+        let source = self.route.source().unwrap_or(Source::Webhook);
+        let note = WebhookNote::new(source, WebhookResult::CommitTimeout);
         worker::finish(shared, pending, Some(note), Err(Error::CommitTimeout));
         match answers.try_recv() {
             Ok(Answer::Ready(response)) => response,
