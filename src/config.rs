@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use size::DEFAULT_MAX_BODY_BUFFER_MIB;
-use size::{MAX_BODY_BUFFER_MIB, mebibytes};
+use size::{DEFAULT_MAX_BODY_BUFFER_MIB, MAX_BODY_BUFFER_MIB, mebibytes};
 
 pub use database::{Database, parse_database_url, redact_url};
 pub use senders::{KeySlot, Keys, Senders, Twilio, standard_secret};
@@ -65,8 +64,7 @@ pub struct Config {
     /// Reads are refused (503) while answers of more than this many bytes wait for clients that
     /// are not reading them.
     pub max_held_answer_bytes: u64,
-    /// Bytes of request bodies all connections together may hold in memory; a body that would
-    /// take them over is answered 503 unread (`HOOKBOX_MAX_BODY_BUFFER_MIB`).
+    /// Request bodies all connections may hold in memory, in bytes; over it a body gets 503.
     pub max_body_buffer_bytes: u64,
     /// Whether `q` is served by a full-text index (disk for speed) or by scanning the rows.
     pub text_index: bool,

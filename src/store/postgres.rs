@@ -254,9 +254,7 @@ impl Postgres {
     fn migration_error(&mut self, error: Migration) -> StoreError {
         match error {
             Migration::Database(error) => self.fail(error, Doing::Writing),
-            Migration::TooNew(current) => StoreError::Internal(format!(
-                "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
-            )),
+            Migration::TooNew(current) => super::newer_schema(current.into(), SCHEMA_VERSION),
         }
     }
 
