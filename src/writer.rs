@@ -168,26 +168,44 @@ fn commit<T>(
     shared
         .metrics
         .observe_commit(messages.len(), started.elapsed());
-    let mut inserted = match stored {
+    // One outcome per message, in batch order.
+    let outcomes: Vec<Result<Inserted, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
-            Ok(inserted.into_iter())
+            inserted.into_iter().map(Ok).collect()
+        }
+        // One row the store cannot hold fails the whole statement: store them one by one, so
+        // only that row's sender gets the error.
+        Err(StoreError::Refused(_)) if messages.len() > 1 => messages
+            .iter()
+            .map(|message| {
+                store
+                    .insert_batch(std::slice::from_ref(message), &received_at)
+                    .and_then(|mut inserted| {
+                        inserted.pop().ok_or_else(|| {
+                            StoreError::Internal("a batch of one answered nothing".to_owned())
+                        })
+                    })
+            })
+            .collect(),
+        Err(error @ StoreError::Refused(_)) => {
+            log::warn!("a message the store cannot hold was refused: {error}");
+            vec![Err(error)]
         }
         Err(error) => {
             log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
             shared.storage.record_failure(error.to_string());
-            Err(error)
+            vec![Err(error); messages.len()]
         }
     };
     let mut ids = messages.into_iter().map(|message| message.message_id);
+    let mut outcomes = outcomes.into_iter();
     for (token, count) in tickets {
+        // A ticket of several messages (one WhatsApp POST) is stored only if all of them are.
         complete(Completion {
             token,
             message_ids: ids.by_ref().take(count).collect(),
-            stored: match &mut inserted {
-                Ok(each) => Ok(each.by_ref().take(count).collect()),
-                Err(error) => Err(error.clone()),
-            },
+            stored: outcomes.by_ref().take(count).collect(),
         });
     }
 }
