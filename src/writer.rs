@@ -30,18 +30,21 @@ use crate::state::Shared;
 use crate::store::{Inserted, Moment, Retention, Store, StoreError, Upkeep};
 use crate::timestamp;
 
-/// A validated message waiting to be stored, with whatever its sender needs to answer it
-/// (`token`): the writer only carries it through.
+/// Validated messages waiting to be stored, with whatever their sender needs to answer them
+/// (`token`): the writer only carries it through. A ticket's messages (one from `/webhook`,
+/// several from one WhatsApp POST) go into the same commit, so they get one answer.
 pub struct Ticket<T> {
-    pub message: Message,
+    pub messages: Vec<Message>,
     pub token: T,
 }
 
 /// A ticket whose commit has finished (or failed): ready to be answered by whoever holds it.
 pub struct Completion<T> {
     pub token: T,
-    pub message_id: String,
-    pub stored: Result<Inserted, StoreError>,
+    /// The ticket's message ids, in its order.
+    pub message_ids: Vec<String>,
+    /// Each message's outcome in the same order, or the failure of the commit holding them all.
+    pub stored: Result<Vec<Inserted>, StoreError>,
 }
 
 /// The workers' end of the write queue.
@@ -155,30 +158,36 @@ fn commit<T>(
 ) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
-    let (messages, tokens): (Vec<Message>, Vec<T>) = batch
-        .into_iter()
-        .map(|ticket| (ticket.message, ticket.token))
-        .unzip();
+    let mut messages = Vec::with_capacity(batch.len());
+    let mut tickets = Vec::with_capacity(batch.len());
+    for ticket in batch {
+        tickets.push((ticket.token, ticket.messages.len()));
+        messages.extend(ticket.messages);
+    }
     let stored = store.insert_batch(&messages, &received_at);
     shared
         .metrics
         .observe_commit(messages.len(), started.elapsed());
-    let results: Vec<Result<Inserted, StoreError>> = match stored {
+    let mut inserted = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
-            inserted.into_iter().map(Ok).collect()
+            Ok(inserted.into_iter())
         }
         Err(error) => {
             log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
             shared.storage.record_failure(error.to_string());
-            messages.iter().map(|_| Err(error.clone())).collect()
+            Err(error)
         }
     };
-    for ((message, token), stored) in messages.into_iter().zip(tokens).zip(results) {
+    let mut ids = messages.into_iter().map(|message| message.message_id);
+    for (token, count) in tickets {
         complete(Completion {
             token,
-            message_id: message.message_id,
-            stored,
+            message_ids: ids.by_ref().take(count).collect(),
+            stored: match &mut inserted {
+                Ok(each) => Ok(each.by_ref().take(count).collect()),
+                Err(error) => Err(error.clone()),
+            },
         });
     }
 }
