@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Build: a full Rust toolchain, only in this stage.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src

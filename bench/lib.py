@@ -3,11 +3,10 @@
 bench.py (throughput under wrk) and reads.py (single-client reads on a large store) both start
 servers through `Server`, which reaps the process itself with `os.wait4`: the kernel then hands
 back the rusage of every thread the server ever ran, which is where the context-switch counts
-come from. Nothing here needs more than the standard library.
+come from. Nothing here needs more than the standard library. Signing, waiting for the
+`listening` line and /proc figures come from soak/harness.py, shared with the soak suite.
 """
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -18,6 +17,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "soak"))
+import harness  # noqa: E402 (soak/harness.py, found through the line above)
+
 BENCH_DIR = os.path.join(ROOT, "bench")
 BINARY = os.environ.get("BENCH_BINARY") or os.path.join(ROOT, "target", "release", "hookbox")
 # The previous release, run side by side with BINARY when set (bench/run.sh builds it).
@@ -51,7 +53,7 @@ def binaries():
 
 
 def sign(body):
-    return hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    return harness.sign(SECRET, body)
 
 
 def base_env(db_path, extra=None):
@@ -89,25 +91,16 @@ class Server:
         self.idle_rss_kib = self.status_kib("VmRSS")
 
     def _wait_for_addr(self):
-        deadline = time.time() + 120  # a migration of a large store may run first
-        while time.time() < deadline:
+        try:
+            # A migration of a large store may run first.
+            return harness.wait_for_listening(self.log_path, self.process, 120)
+        except RuntimeError:
+            self.process.kill()
             with open(self.log_path) as f:
-                for line in f:
-                    record = json.loads(line)
-                    if record.get("msg") == "listening":
-                        return record["addr"]
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {open(self.log_path).read()}")
-            time.sleep(0.05)
-        self.process.kill()
-        raise RuntimeError("server did not start")
+                raise RuntimeError(f"server did not start: {f.read()[-4000:]}") from None
 
     def status_kib(self, field):
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        return 0
+        return harness.status_kib(self.process.pid, field)
 
     def stop(self, timeout=60):
         """SIGTERM, then reap with wait4 (not Popen.wait, which would throw the rusage away)."""

@@ -34,6 +34,8 @@ pub enum Command {
     Export(ExportArgs),
     /// `import [FILE|-]`: `None` or `-` reads stdin.
     Import(Option<String>),
+    /// `sign [--standard] [FILE|-]` (see `sign`).
+    Sign(crate::sign::SignArgs),
 }
 
 /// Whose help to print.
@@ -43,6 +45,7 @@ pub enum Topic {
     Healthcheck,
     Export,
     Import,
+    Sign,
 }
 
 /// Arguments that cannot be run: exit 2, with this one line on stderr.
@@ -92,6 +95,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         "healthcheck" => Some(Topic::Healthcheck),
         "export" => Some(Topic::Export),
         "import" => Some(Topic::Import),
+        "sign" => Some(Topic::Sign),
         _ => None,
     };
     match first.as_str() {
@@ -106,7 +110,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [] => Ok(Command::Version),
             [extra, ..] => Err(unexpected(extra, "")),
         },
-        name @ ("healthcheck" | "export" | "import") if rest.iter().any(|arg| is_help(arg)) => {
+        name @ ("healthcheck" | "export" | "import" | "sign")
+            if rest.iter().any(|arg| is_help(arg)) =>
+        {
             Ok(Command::Help(topic(name).unwrap_or(Topic::Main)))
         }
         "healthcheck" => match rest {
@@ -121,6 +127,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [path] => Ok(Command::Import(Some(path.clone()))),
             [_, extra, ..] => Err(unexpected(extra, "import ")),
         },
+        "sign" => crate::sign::parse_args(rest)
+            .map(Command::Sign)
+            .map_err(|arg| unexpected(&arg, "sign ")),
         other => Err(unexpected(other, "")),
     }
 }
@@ -151,6 +160,7 @@ pub fn help(topic: Topic) -> &'static str {
         Topic::Healthcheck => HEALTHCHECK_HELP,
         Topic::Export => EXPORT_HELP,
         Topic::Import => IMPORT_HELP,
+        Topic::Sign => crate::sign::HELP,
     }
 }
 
@@ -162,6 +172,7 @@ Usage:
   hookbox healthcheck            exit 0 if the server on HOST:PORT is ready
   hookbox export [OPTIONS]       write the stored messages to stdout as NDJSON
   hookbox import [FILE|-]        store NDJSON messages from FILE or stdin
+  hookbox sign [--standard] [FILE|-]  print the signature headers of a body (for curl)
   hookbox help [COMMAND]         this help, or a command's (also: COMMAND --help)
   hookbox --version              the version and the schema versions it uses
 
@@ -235,6 +246,7 @@ pub fn run(config: &Config, command: &Command) -> ExitCode {
                 .map_err(CliError::Failed),
         ),
         Command::Export(args) => ("export", export::run(config, args).map(|()| true)),
+        Command::Sign(args) => ("sign", crate::sign::run(config, args).map(|()| true)),
         Command::Import(path) => (
             "import",
             import::run(config, path.as_deref())
@@ -277,6 +289,7 @@ mod tests {
             (&["import", "--help"], Topic::Import),
             (&["healthcheck", "-h"], Topic::Healthcheck),
             (&["help", "import"], Topic::Import),
+            (&["sign", "--standard", "-h"], Topic::Sign),
         ] {
             assert_eq!(parsed(args), Ok(Command::Help(topic)), "{args:?}");
         }
@@ -298,9 +311,13 @@ mod tests {
             &["export", "--since", "2025-02-30T00:00:00Z"],
             &["export", "--from", "919876543210"],
             &["export", "--from", ""],
+            &["export", "--from", "+"],
+            &["export", "--from", &format!("+{}", "9".repeat(33))],
             &["help", "nothing"],
             &["--help", "extra"],
             &["--version", "extra"],
+            &["sign", "a.json", "b.json"],
+            &["sign", "--hex"],
         ] {
             let error = parsed(args).expect_err(&format!("{args:?}"));
             assert!(!error.0.contains('\n'), "one line: {error}");

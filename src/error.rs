@@ -26,6 +26,9 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     /// The `X-Signature` header is missing or does not match the body.
     Unauthorized,
+    /// A sender's verification failed where its own libraries answer 403 (a Twilio signature,
+    /// the WhatsApp subscription handshake); carries the detail shown.
+    Forbidden(&'static str),
     /// A route that needs the admin token (`Route::needs_admin`) was asked without
     /// `Authorization: Bearer <HOOKBOX_ADMIN_TOKEN>`, or with another token.
     BearerRequired,
@@ -60,6 +63,7 @@ impl Error {
             Error::MethodNotAllowed(_) => 405,
             Error::PayloadTooLarge { .. } => 413,
             Error::Unauthorized | Error::BearerRequired => 401,
+            Error::Forbidden(_) => 403,
             Error::BadRequest(_) => 400,
             Error::RequestTimeout => 408,
             Error::NotImplemented => 501,
@@ -81,6 +85,7 @@ impl Error {
                 json!(format!("request body is larger than {limit} bytes"))
             }
             Error::Unauthorized => json!("invalid signature"),
+            Error::Forbidden(detail) => json!(detail),
             Error::BearerRequired => json!("unauthorized"),
             Error::BadRequest(ref message) => json!(message),
             Error::RequestTimeout => json!("request body not received in time"),
@@ -119,6 +124,7 @@ impl fmt::Display for Error {
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed (allow: {allow})"),
             Error::PayloadTooLarge { limit } => write!(f, "body larger than {limit} bytes"),
             Error::Unauthorized => f.write_str("invalid signature"),
+            Error::Forbidden(detail) => write!(f, "forbidden: {detail}"),
             Error::BearerRequired => f.write_str("admin token missing or wrong"),
             Error::BadRequest(message) => write!(f, "bad request: {message}"),
             Error::RequestTimeout => f.write_str("request body not received in time"),

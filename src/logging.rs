@@ -9,7 +9,8 @@ use std::io::Write;
 use log::kv::{self, VisitSource, VisitValue};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::metrics::WebhookResult;
+use crate::config::KeySlot;
+use crate::metrics::{Source, WebhookResult};
 use crate::timestamp;
 
 struct JsonLogger;
@@ -128,6 +129,14 @@ pub struct AccessLine<'a> {
 pub struct WebhookFields<'a> {
     pub message_id: Option<&'a str>,
     pub result: WebhookResult,
+    /// Which sender (`webhook`, `whatsapp`, `twilio`, `standard`).
+    pub source: Source,
+    /// Which key verified the signature (`current`, `previous`); never the key.
+    pub key: Option<KeySlot>,
+    /// Messages in the request when it carried several (one commit, one answer).
+    pub messages: Option<usize>,
+    /// Why a well-signed payload was acknowledged without storing anything.
+    pub reason: Option<&'a str>,
 }
 
 /// Longest path written to a log line; a 64 KiB URL must not become a 64 KiB log line.
@@ -148,6 +157,14 @@ pub fn access(line: &AccessLine<'_>) {
         .as_ref()
         .map(|w| w.result == WebhookResult::Duplicate);
     let result = line.webhook.as_ref().map(|w| w.result.as_str());
+    let source = line.webhook.as_ref().map(|w| w.source.as_str());
+    let key = line
+        .webhook
+        .as_ref()
+        .and_then(|w| w.key)
+        .map(KeySlot::as_str);
+    let messages = line.webhook.as_ref().and_then(|w| w.messages);
+    let reason = line.webhook.as_ref().and_then(|w| w.reason);
     log::log!(
         target: "hookbox::access",
         level,
@@ -159,6 +176,10 @@ pub fn access(line: &AccessLine<'_>) {
         message_id = message_id,
         dup = dup,
         result = result,
+        source = source,
+        key = key,
+        messages = messages,
+        reason = reason,
         error = line.error.as_deref();
         "request"
     );

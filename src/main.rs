@@ -1,6 +1,6 @@
 //! The `hookbox` binary: read the arguments (`cli::parse`), then either serve until SIGTERM,
 //! SIGINT or SIGHUP and shut down gracefully, or run one command (`healthcheck`, `export`,
-//! `import`; see `cli`), or print help or the version.
+//! `import`, `sign`; see `cli`), or print help or the version.
 //!
 //! Exit codes: 0 after a clean shutdown (or a ready server, or a clean export/import, or help),
 //! 1 when the server cannot start or stops accepting (or is not ready, or an import had invalid

@@ -10,6 +10,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::config::KeySlot;
+
 /// How one `/webhook` request ended, as counted in `webhook_requests_total{result}` and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookResult {
@@ -25,6 +27,10 @@ pub enum WebhookResult {
     MethodNotAllowed,
     /// Secret not configured, store failing, or shedding load (503).
     Unavailable,
+    /// Well signed and answered 200, but nothing in it to store (only statuses, say).
+    Acknowledged,
+    /// Refused with 403 (a Twilio signature, as Twilio's own libraries do).
+    Forbidden,
     /// The commit did not finish within `HOOKBOX_COMMIT_TIMEOUT_SECS` (503): not acknowledged.
     /// It may still land, and then the sender's retry is a duplicate.
     CommitTimeout,
@@ -51,8 +57,66 @@ impl WebhookResult {
             WebhookResult::BadRequest => "bad_request",
             WebhookResult::MethodNotAllowed => "method_not_allowed",
             WebhookResult::Unavailable => "unavailable",
+            WebhookResult::Acknowledged => "acknowledged",
+            WebhookResult::Forbidden => "forbidden",
             WebhookResult::CommitTimeout => "commit_timeout",
             WebhookResult::Error => "error",
+        }
+    }
+}
+
+/// Which sender's dialect a webhook request spoke: the `source` label and log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// hookbox's own: `X-Signature` over our JSON, on `/webhook`.
+    Webhook,
+    /// Meta's WhatsApp Cloud API, on `/webhook/whatsapp`.
+    WhatsApp,
+    /// Twilio Messaging, on `/webhook/twilio`.
+    Twilio,
+    /// Standard Webhooks v1 headers, on `/webhook`.
+    Standard,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Webhook,
+        Source::WhatsApp,
+        Source::Twilio,
+        Source::Standard,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::WhatsApp => "whatsapp",
+            Source::Twilio => "twilio",
+            Source::Standard => "standard",
+        }
+    }
+}
+
+/// What a sender told us that is not a message to store, counted in
+/// `hookbox_sender_events_total{source,kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A delivery status (WhatsApp `statuses`, a Twilio status callback).
+    Status,
+    /// A WhatsApp change whose `field` is not `messages`.
+    OtherField,
+    /// A WhatsApp message of a type we do not map (location, reaction, …).
+    UnmappedType,
+    /// A well-signed payload we could not read: acknowledged (200), logged, nothing stored.
+    Invalid,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Status => "status",
+            EventKind::OtherField => "other_field",
+            EventKind::UnmappedType => "unmapped_type",
+            EventKind::Invalid => "invalid",
         }
     }
 }
@@ -66,6 +130,11 @@ pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
     webhook_requests: IntCounterVec,
+    /// `webhook_requests_total` by `source` too (that one keeps the contract's exact series).
+    source_requests: IntCounterVec,
+    /// Verified signatures by sender and key (`current`, `previous`): is a rotation done?
+    signature_keys: IntCounterVec,
+    sender_events: IntCounterVec,
     latency_ms: Histogram,
     /// Requests accepted from the listener and not yet picked up by a worker.
     pub queue_depth: IntGauge,
@@ -117,6 +186,30 @@ impl Metrics {
                 "POST /webhook requests, by outcome.",
             ),
             &["result"],
+        )
+        .expect("valid metric");
+        let source_requests = IntCounterVec::new(
+            Opts::new(
+                "hookbox_webhook_requests_total",
+                "Webhook requests by sender (webhook, whatsapp, twilio, standard) and outcome.",
+            ),
+            &["source", "result"],
+        )
+        .expect("valid metric");
+        let signature_keys = IntCounterVec::new(
+            Opts::new(
+                "hookbox_signature_keys_total",
+                "Requests whose signature verified, by sender and by key (current, previous).",
+            ),
+            &["source", "key"],
+        )
+        .expect("valid metric");
+        let sender_events = IntCounterVec::new(
+            Opts::new(
+                "hookbox_sender_events_total",
+                "Acknowledged but not stored, by sender and kind (status, other_field, unmapped_type, invalid).",
+            ),
+            &["source", "kind"],
         )
         .expect("valid metric");
         let latency_ms = Histogram::with_opts(
@@ -200,6 +293,9 @@ impl Metrics {
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_requests.clone()),
+            Box::new(source_requests.clone()),
+            Box::new(signature_keys.clone()),
+            Box::new(sender_events.clone()),
             Box::new(latency_ms.clone()),
             Box::new(queue_depth.clone()),
             Box::new(write_queue_depth.clone()),
@@ -229,6 +325,9 @@ impl Metrics {
             registry,
             http_requests,
             webhook_requests,
+            source_requests,
+            signature_keys,
+            sender_events,
             latency_ms,
             queue_depth,
             write_queue_depth,
@@ -271,9 +370,24 @@ impl Metrics {
         self.latency_ms.observe(latency_ms);
     }
 
-    pub fn observe_webhook(&self, result: WebhookResult) {
+    /// Counts one webhook request's outcome, and which key verified it (if one did).
+    pub fn observe_webhook(&self, source: Source, result: WebhookResult, key: Option<KeySlot>) {
         self.webhook_requests
             .with_label_values(&[result.as_str()])
+            .inc();
+        self.source_requests
+            .with_label_values(&[source.as_str(), result.as_str()])
+            .inc();
+        if let Some(key) = key {
+            self.signature_keys
+                .with_label_values(&[source.as_str(), key.as_str()])
+                .inc();
+        }
+    }
+
+    pub fn observe_event(&self, source: Source, kind: EventKind) {
+        self.sender_events
+            .with_label_values(&[source.as_str(), kind.as_str()])
             .inc();
     }
 

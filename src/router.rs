@@ -7,11 +7,18 @@
 use crate::error::Error;
 use crate::handlers::{self, Handler};
 use crate::http::{Request, Response};
+use crate::metrics::Source;
 
 /// Every route the service knows, and one for every path it does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Webhook,
+    /// `POST /webhook/whatsapp` (and any other method but GET, answered 405).
+    WhatsApp,
+    /// `GET /webhook/whatsapp`: Meta's subscription handshake, not a webhook request.
+    WhatsAppVerify,
+    Twilio,
+    OpenApi,
     Messages,
     Stats,
     Live,
@@ -44,6 +51,9 @@ impl Route {
     pub fn label(self) -> &'static str {
         match self {
             Route::Webhook => "/webhook",
+            Route::WhatsApp | Route::WhatsAppVerify => "/webhook/whatsapp",
+            Route::Twilio => "/webhook/twilio",
+            Route::OpenApi => "/openapi.json",
             Route::Messages => "/messages",
             Route::Stats => "/stats",
             Route::Live => "/health/live",
@@ -53,12 +63,29 @@ impl Route {
         }
     }
 
+    /// The sender whose requests this route takes: its lines and metrics are a webhook's.
+    pub fn source(self) -> Option<Source> {
+        match self {
+            Route::Webhook => Some(Source::Webhook),
+            Route::WhatsApp => Some(Source::WhatsApp),
+            Route::Twilio => Some(Source::Twilio),
+            _ => None,
+        }
+    }
+
     /// Whether the route reads what hookbox stored or how it runs, and so needs the admin token
     /// when one is configured (`auth::check`). Health probes and webhooks stay open.
     pub fn needs_admin(self) -> bool {
         match self {
             Route::Messages | Route::Stats | Route::Metrics => true,
-            Route::Webhook | Route::Live | Route::Ready | Route::Unmatched => false,
+            Route::Webhook
+            | Route::WhatsApp
+            | Route::WhatsAppVerify
+            | Route::Twilio
+            | Route::OpenApi
+            | Route::Live
+            | Route::Ready
+            | Route::Unmatched => false,
         }
     }
 
@@ -66,8 +93,10 @@ impl Route {
     /// `HOOKBOX_COMMIT_TIMEOUT_SECS` (then 503: not acknowledged, a retry is safe).
     pub fn waits_for_commit(self) -> bool {
         match self {
-            Route::Webhook => true,
-            Route::Messages
+            Route::Webhook | Route::WhatsApp | Route::Twilio => true,
+            Route::WhatsAppVerify
+            | Route::OpenApi
+            | Route::Messages
             | Route::Stats
             | Route::Live
             | Route::Ready
@@ -89,6 +118,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
+const GET_POST: &str = "GET, HEAD, POST";
 
 /// Picks the handler for `method` on `path` (no query string). Empty segments are ignored, so
 /// `/webhook/` is `/webhook`.
@@ -102,6 +132,18 @@ pub fn route(method: &str, path: &str) -> (Route, Result<Target, Error>) {
     match (method, segments.as_slice()) {
         ("POST", ["webhook"]) => (Route::Webhook, Ok(Worker(handlers::webhook::post))),
         (_, ["webhook"]) => (Route::Webhook, Err(Error::MethodNotAllowed(POST))),
+        ("POST", ["webhook", "whatsapp"]) => {
+            (Route::WhatsApp, Ok(Worker(handlers::whatsapp::post)))
+        }
+        (_, ["webhook", "whatsapp"]) if is_get => (
+            Route::WhatsAppVerify,
+            Ok(Worker(handlers::whatsapp::verify)),
+        ),
+        (_, ["webhook", "whatsapp"]) => (Route::WhatsApp, Err(Error::MethodNotAllowed(GET_POST))),
+        ("POST", ["webhook", "twilio"]) => (Route::Twilio, Ok(Worker(handlers::twilio::post))),
+        (_, ["webhook", "twilio"]) => (Route::Twilio, Err(Error::MethodNotAllowed(POST))),
+        (_, ["openapi.json"]) if is_get => (Route::OpenApi, Ok(Here(handlers::openapi::get))),
+        (_, ["openapi.json"]) => (Route::OpenApi, Err(Error::MethodNotAllowed(GET))),
         (_, ["messages"]) if is_get => (Route::Messages, Ok(Worker(handlers::messages::list))),
         (_, ["messages"]) => (Route::Messages, Err(Error::MethodNotAllowed(GET))),
         (_, ["stats"]) if is_get => (Route::Stats, Ok(Worker(handlers::stats::get))),
@@ -139,6 +181,18 @@ mod tests {
         assert_eq!(name("GET", "/health/ready"), ("/health/ready", 200));
         assert_eq!(name("GET", "/health"), (UNMATCHED, 404));
         assert_eq!(name("GET", "/webhook/extra"), (UNMATCHED, 404));
+        assert_eq!(
+            name("POST", "/webhook/whatsapp"),
+            ("/webhook/whatsapp", 200)
+        );
+        assert_eq!(
+            name("GET", "/webhook/whatsapp?hub.mode=subscribe"),
+            ("/webhook/whatsapp", 200)
+        );
+        assert_eq!(name("PUT", "/webhook/whatsapp"), ("/webhook/whatsapp", 405));
+        assert_eq!(name("POST", "/webhook/twilio"), ("/webhook/twilio", 200));
+        assert_eq!(name("GET", "/webhook/twilio"), ("/webhook/twilio", 405));
+        assert_eq!(name("GET", "/openapi.json"), ("/openapi.json", 200));
         assert_eq!(name("GET", "/messages/"), ("/messages", 200));
     }
 

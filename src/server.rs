@@ -25,7 +25,7 @@ use crate::conn::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Servi
 use crate::error::Error;
 use crate::handlers::WebhookNote;
 use crate::http::{self, Response};
-use crate::metrics::{Metrics, Queue, WebhookResult};
+use crate::metrics::{Metrics, Queue, Source, WebhookResult};
 use crate::router::{self, Lane, Target};
 use crate::state::{Shared, StorageHealth};
 use crate::store::{Store, StoreError};
@@ -403,10 +403,10 @@ impl CommitWait {
             request_id: self.request_id,
             received: self.received,
         };
-        let note = WebhookNote {
-            message_id: None,
-            result: WebhookResult::CommitTimeout,
-        };
+        // Which sender is the route's (a Standard Webhooks request on /webhook is told as `webhook`
+        // here: its headers were read by the worker).
+        let source = self.route.source().unwrap_or(Source::Webhook);
+        let note = WebhookNote::new(source, WebhookResult::CommitTimeout);
         worker::finish(shared, pending, Some(note), Err(Error::CommitTimeout));
         match answers.try_recv() {
             Ok(Answer::Ready(response)) => response,
@@ -422,25 +422,25 @@ fn respond(
     shared: &Shared,
     answers: Receiver<Answer>,
     request_id: &str,
-    commit_wait: Option<CommitWait>,
+    mut commit_wait: Option<CommitWait>,
 ) -> Outgoing {
     // Every job is answered by a worker or, for a stored message, here; it is dropped unanswered
     // only by a bug caught in a worker or the writer (then: 500), or at the end of a shutdown.
-    let dropped = || Error::Internal("request dropped unanswered".to_owned()).into_response();
-    let deadline = commit_wait.as_ref().map(|wait| wait.deadline);
     let response = loop {
-        let answer = match deadline {
-            None => answers.recv().map_err(|_| None),
-            Some(deadline) => answers.recv_deadline(deadline).map_err(Some),
+        let answer = match &commit_wait {
+            None => answers.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => answers.recv_deadline(wait.deadline),
         };
-        match answer {
-            Ok(Answer::Ready(response)) => break response,
-            Ok(Answer::Stored(completion)) => worker::complete(shared, completion),
-            Err(Some(RecvTimeoutError::Timeout)) => match commit_wait {
-                Some(wait) => break wait.expire(shared),
-                None => break dropped(),
-            },
-            Err(_) => break dropped(),
+        match (answer, commit_wait.take()) {
+            (Ok(Answer::Ready(response)), _) => break response,
+            (Ok(Answer::Stored(completion)), wait) => {
+                worker::complete(shared, completion);
+                commit_wait = wait;
+            }
+            (Err(RecvTimeoutError::Timeout), Some(wait)) => break wait.expire(shared),
+            (Err(_), _) => {
+                break Error::Internal("request dropped unanswered".to_owned()).into_response();
+            }
         }
     };
     shared

@@ -69,3 +69,20 @@ impl StorageHealth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StorageHealth;
+
+    #[test]
+    fn a_broken_store_stays_unready_whatever_succeeds_after() {
+        let health = StorageHealth::default();
+        health.record_failure("disk full".to_owned());
+        health.record_broken("synchronous could not be restored".to_owned());
+        health.record_success();
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("synchronous could not be restored")
+        );
+    }
+}

@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select_biased};
 
+use crate::config::KeySlot;
 use crate::error::Error;
 use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
 use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
-use crate::metrics::{Queue, WebhookResult};
+use crate::metrics::{Queue, Source, WebhookResult};
 use crate::router::Route;
 use crate::state::Shared;
 use crate::store::{Inserted, Store};
@@ -42,18 +43,26 @@ pub struct Pending {
     pub received: Instant,
 }
 
+/// What travels through the writer beside a request's messages: where the answer goes, and
+/// what the answer and the log line say about the request.
+pub struct Token {
+    pub pending: Pending,
+    pub source: Source,
+    pub key: Option<KeySlot>,
+}
+
 /// What a connection thread waiting on a request receives.
 pub enum Answer {
     /// The finished response, counted and logged.
     Ready(Response),
-    /// The writer's outcome for a webhook message: the connection thread answers it with
+    /// The writer's outcome for a webhook's messages: the connection thread answers it with
     /// `complete`, so a commit wakes no worker.
-    Stored(Completion<Pending>),
+    Stored(Completion<Token>),
 }
 
 /// Hands a completion from the writer to its connection thread (never blocks).
-pub fn pass_on(completion: Completion<Pending>) {
-    let reply = completion.token.reply.clone();
+pub fn pass_on(completion: Completion<Token>) {
+    let reply = completion.token.pending.reply.clone();
     // The slot is free: the request is answered once, and this is its answer. If nobody waits
     // any more (answered 503 at the commit timeout, or a panic), this line is all that is left
     // of the outcome: the sender was not acknowledged, and its retry will be a duplicate.
@@ -61,11 +70,12 @@ pub fn pass_on(completion: Completion<Pending>) {
         reply.try_send(Answer::Stored(completion))
     {
         log::warn!(
-            request_id = late.token.request_id.as_str(),
-            message_id = late.message_id.as_str(),
+            request_id = late.token.pending.request_id.as_str(),
+            message_id = late.message_ids.first().map(String::as_str),
+            messages = late.message_ids.len(),
             stored:% = match &late.stored {
-                Ok(Inserted::Created) => "created",
-                Ok(Inserted::Duplicate) => "duplicate",
+                Ok(inserted) if inserted.contains(&Inserted::Created) => "created",
+                Ok(_) => "duplicate",
                 Err(_) => "failed",
             };
             "a commit finished after its webhook stopped waiting (answered 503 at the commit timeout)"
@@ -85,7 +95,7 @@ pub struct Queues {
 
 /// Serves until `stop` disconnects, the fast lane first; then answers whatever is still queued
 /// and ends, letting go of its `Writer`. `store` is this worker's own connection (reads).
-pub fn run(shared: Arc<Shared>, mut store: Store, writer: Writer<Pending>, queues: Queues) {
+pub fn run(shared: Arc<Shared>, mut store: Store, writer: Writer<Token>, queues: Queues) {
     let Queues { fast, query, stop } = queues;
     loop {
         select_biased! {
@@ -113,22 +123,32 @@ fn guarded(work: impl FnOnce()) {
     }
 }
 
-/// Answers a message the writer has committed (or failed to). Runs on the connection thread.
-pub fn complete(shared: &Shared, completion: Completion<Pending>) {
+/// Answers messages the writer has committed (or failed to). Runs on the connection thread.
+pub fn complete(shared: &Shared, completion: Completion<Token>) {
     let Completion {
         token,
-        message_id,
+        message_ids,
         stored,
     } = completion;
-    let (result, response) = webhook::answer(stored.map_err(Error::from));
+    let (result, response) = webhook::answer(token.source, stored.map_err(Error::from));
     let note = WebhookNote {
-        message_id: Some(message_id),
-        result,
+        key: token.key,
+        ..stored_note(token.source, result, message_ids)
     };
-    finish(shared, token, Some(note), response);
+    finish(shared, token.pending, Some(note), response);
 }
 
-fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Pending>, job: Job) {
+/// The log line of stored messages: the first id, and their number when there are several.
+fn stored_note(source: Source, result: WebhookResult, mut ids: Vec<String>) -> WebhookNote {
+    let messages = (ids.len() > 1).then_some(ids.len());
+    WebhookNote {
+        message_id: (!ids.is_empty()).then(|| ids.swap_remove(0)),
+        messages,
+        ..WebhookNote::new(source, result)
+    }
+}
+
+fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Token>, job: Job) {
     shared.metrics.queue_depth.dec();
     let Job {
         request,
@@ -143,21 +163,27 @@ fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Pending>, job: Job
         webhook: None,
     };
     let result = match call(handler, &mut ctx, &request) {
-        Ok(Reply::Store(message)) => {
+        Ok(Reply::Store(delivery)) => {
             let ticket = Ticket {
-                message,
-                token: pending,
+                messages: delivery.messages,
+                token: Token {
+                    pending,
+                    source: delivery.source,
+                    key: delivery.key,
+                },
             };
             if let Err(ticket) = writer.submit(ticket, shared) {
                 // No room in the write queue: the sender retries later.
                 shared.metrics.observe_shed(Queue::Writes);
+                let Ticket { messages, token } = *ticket;
+                let ids = messages.into_iter().map(|message| message.message_id);
                 let note = WebhookNote {
-                    message_id: Some(ticket.message.message_id),
-                    result: WebhookResult::Unavailable,
+                    key: token.key,
+                    ..stored_note(token.source, WebhookResult::Unavailable, ids.collect())
                 };
                 let busy =
                     Error::Unavailable("too many messages waiting to be stored, retry later");
-                finish(shared, ticket.token, Some(note), Err(busy));
+                finish(shared, token.pending, Some(note), Err(busy));
             }
             return; // Answered once the message is committed.
         }
@@ -177,13 +203,13 @@ pub fn finish(
     note: Option<WebhookNote>,
     result: Result<Response, Error>,
 ) {
-    let webhook = (pending.route == Route::Webhook).then(|| {
-        note.unwrap_or_else(|| WebhookNote {
-            message_id: None,
-            result: match &result {
+    let webhook = pending.route.source().map(|source| {
+        note.unwrap_or_else(|| {
+            let result = match &result {
                 Ok(_) => WebhookResult::Error,
                 Err(error) => webhook::result_of(error),
-            },
+            };
+            WebhookNote::new(source, result)
         })
     });
     let (response, error) = match result {
@@ -200,7 +226,9 @@ pub fn finish(
         .metrics
         .observe_request(pending.route.label(), status, latency_ms);
     if let Some(note) = &webhook {
-        shared.metrics.observe_webhook(note.result);
+        shared
+            .metrics
+            .observe_webhook(note.source, note.result, note.key);
     }
     logging::access(&AccessLine {
         request_id: &pending.request_id,
@@ -211,6 +239,10 @@ pub fn finish(
         webhook: webhook.as_ref().map(|note| WebhookFields {
             message_id: note.message_id.as_deref(),
             result: note.result,
+            source: note.source,
+            key: note.key,
+            messages: note.messages,
+            reason: note.reason.as_deref(),
         }),
         error,
     });

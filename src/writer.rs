@@ -30,18 +30,21 @@ use crate::state::Shared;
 use crate::store::{Inserted, Moment, Retention, Store, StoreError, Upkeep};
 use crate::timestamp;
 
-/// A validated message waiting to be stored, with whatever its sender needs to answer it
-/// (`token`): the writer only carries it through.
+/// Validated messages waiting to be stored, with whatever their sender needs to answer them
+/// (`token`): the writer only carries it through. A ticket's messages (one from `/webhook`,
+/// several from one WhatsApp POST) go into the same commit, so they get one answer.
 pub struct Ticket<T> {
-    pub message: Message,
+    pub messages: Vec<Message>,
     pub token: T,
 }
 
 /// A ticket whose commit has finished (or failed): ready to be answered by whoever holds it.
 pub struct Completion<T> {
     pub token: T,
-    pub message_id: String,
-    pub stored: Result<Inserted, StoreError>,
+    /// The ticket's message ids, in its order.
+    pub message_ids: Vec<String>,
+    /// Each message's outcome in the same order, or the failure of the commit holding them all.
+    pub stored: Result<Vec<Inserted>, StoreError>,
 }
 
 /// The workers' end of the write queue.
@@ -155,47 +158,53 @@ fn commit<T>(
 ) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
-    let (messages, tokens): (Vec<Message>, Vec<T>) = batch
-        .into_iter()
-        .map(|ticket| (ticket.message, ticket.token))
-        .unzip();
+    let mut messages = Vec::with_capacity(batch.len());
+    let mut tickets = Vec::with_capacity(batch.len());
+    for ticket in batch {
+        tickets.push((ticket.token, ticket.messages.len()));
+        messages.extend(ticket.messages);
+    }
     let stored = store.insert_batch(&messages, &received_at);
     shared
         .metrics
         .observe_commit(messages.len(), started.elapsed());
-    let results: Vec<Result<Inserted, StoreError>> = match stored {
+    // Each ticket's share of the batch, in order.
+    let mut ranges = Vec::with_capacity(tickets.len());
+    let mut start = 0;
+    for (_, count) in &tickets {
+        ranges.push(start..start + count);
+        start += count;
+    }
+    let results: Vec<Result<Vec<Inserted>, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
-            inserted.into_iter().map(Ok).collect()
+            let mut each = inserted.into_iter();
+            ranges
+                .iter()
+                .map(|range| Ok(each.by_ref().take(range.len()).collect()))
+                .collect()
         }
-        // One row the store cannot hold fails the whole statement: store them one by one, so
-        // only that row's sender gets the error.
-        Err(StoreError::Refused(_)) if messages.len() > 1 => messages
+        // One row the store cannot hold fails the whole statement: store each ticket's share
+        // on its own, so only that row's sender gets the error.
+        Err(StoreError::Refused(_)) if tickets.len() > 1 => ranges
             .iter()
-            .map(|message| {
-                store
-                    .insert_batch(std::slice::from_ref(message), &received_at)
-                    .and_then(|mut inserted| {
-                        inserted.pop().ok_or_else(|| {
-                            StoreError::Internal("a batch of one answered nothing".to_owned())
-                        })
-                    })
-            })
+            .map(|range| store.insert_batch(&messages[range.clone()], &received_at))
             .collect(),
-        Err(error @ StoreError::Refused(_)) => {
-            log::warn!("a message the store cannot hold was refused: {error}");
-            vec![Err(error)]
-        }
         Err(error) => {
-            log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
-            shared.storage.record_failure(error.to_string());
-            messages.iter().map(|_| Err(error.clone())).collect()
+            if matches!(error, StoreError::Refused(_)) {
+                log::warn!("a message the store cannot hold was refused: {error}");
+            } else {
+                log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
+                shared.storage.record_failure(error.to_string());
+            }
+            ranges.iter().map(|_| Err(error.clone())).collect()
         }
     };
-    for ((message, token), stored) in messages.into_iter().zip(tokens).zip(results) {
+    let mut ids = messages.into_iter().map(|message| message.message_id);
+    for ((token, count), stored) in tickets.into_iter().zip(results) {
         complete(Completion {
             token,
-            message_id: message.message_id,
+            message_ids: ids.by_ref().take(count).collect(),
             stored,
         });
     }

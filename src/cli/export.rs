@@ -10,6 +10,7 @@ use std::io::{self, BufWriter, Write};
 
 use super::CliError;
 use crate::config::{Config, Database};
+use crate::message;
 use crate::store::{ExportFilter, Store, StoreError, StoredMessage};
 use crate::timestamp;
 
@@ -43,12 +44,12 @@ pub(super) fn parse_args(args: &[String]) -> Result<ExportArgs, super::UsageErro
             })?;
             parsed.filter.since_key = Some(key);
         } else {
-            // Only `+` and digits are ever stored as a sender: anything else would silently
-            // export nothing (a forgotten `+` most of all), so it is refused instead.
-            let digits = value.strip_prefix('+').unwrap_or_default();
-            if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            // Only what the webhook's validation lets in is ever stored as a sender: anything
+            // else would silently export nothing (a forgotten `+` most of all), so it is refused.
+            if !message::is_msisdn(&value) || value.len() > 1 + message::MAX_MSISDN_DIGITS {
                 return Err(usage(format!(
-                    "--from {value:?} is not a sender like +919876543210 (+ and digits)"
+                    "--from {value:?} is not a sender like +919876543210 (+ and at most {} digits)",
+                    message::MAX_MSISDN_DIGITS
                 )));
             }
             parsed.filter.from = Some(value);

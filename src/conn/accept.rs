@@ -14,11 +14,13 @@ use super::connection::Connection;
 use super::{CloseReason, Handler, Limits, Observer};
 
 /// Stack for each connection thread. The deepest path a connection thread runs is the handler
-/// called on it (routing, a request answered in place, the JSON log line, the metrics); measured
-/// with the whole suite and a release server under load, it touches well under 64 KiB. Four times that
-/// leaves room for a deeper log or panic path, and is still 1/8 of the 2 MiB default: only touched
-/// pages count towards RSS, but a small reservation keeps a thousand threads' address space small.
-pub const CONNECTION_STACK: usize = 256 * 1024;
+/// called on it (routing, a request answered in place with its JSON log line and metrics), or a
+/// panic unwinding from it. Measured on a debug build (frames larger than release): the whole
+/// integration suite passes with 16 KiB stacks, and a handler's panic with `RUST_BACKTRACE=full`
+/// needs more than 16 KiB and fits in 32 KiB. 128 KiB is four times that worst path, and 1/16 of
+/// the 2 MiB default: only touched pages count towards RSS, but a small reservation keeps a
+/// thousand threads' address space small too.
+pub const CONNECTION_STACK: usize = 128 * 1024;
 
 /// Where a connection is, for shutdown: waiting connections are cut, busy ones finish.
 pub(super) const WAITING: u8 = 0;

@@ -6,14 +6,17 @@
 
 pub mod health;
 pub mod messages;
+pub mod openapi;
 pub mod stats;
+pub mod twilio;
 pub mod webhook;
+pub mod whatsapp;
 
-use crate::config::Config;
+use crate::config::{Config, KeySlot};
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
-use crate::metrics::{Metrics, WebhookResult};
+use crate::metrics::{Metrics, Source, WebhookResult};
 use crate::state::StorageHealth;
 use crate::store::{Store, StoreError};
 
@@ -25,8 +28,16 @@ pub type Handler = fn(&mut Context<'_>, &Request) -> Result<Reply, Error>;
 pub enum Reply {
     /// Send this response now.
     Now(Response),
-    /// Store this message; the writer answers once the commit holding it is durable.
-    Store(Message),
+    /// Store these messages, all in one commit; the writer answers once it is durable.
+    Store(Delivery),
+}
+
+/// Verified, validated messages, and what their answer and log line say about the request.
+#[derive(Debug)]
+pub struct Delivery {
+    pub messages: Vec<Message>,
+    pub source: Source,
+    pub key: Option<KeySlot>,
 }
 
 impl From<Response> for Reply {
@@ -50,6 +61,26 @@ pub struct Context<'a> {
 pub struct WebhookNote {
     pub message_id: Option<String>,
     pub result: WebhookResult,
+    pub source: Source,
+    /// Which key verified the signature, once one did.
+    pub key: Option<KeySlot>,
+    /// How many messages the request carried, when it carried several.
+    pub messages: Option<usize>,
+    /// Why a well-signed payload was acknowledged without storing anything.
+    pub reason: Option<String>,
+}
+
+impl WebhookNote {
+    pub fn new(source: Source, result: WebhookResult) -> WebhookNote {
+        WebhookNote {
+            message_id: None,
+            result,
+            source,
+            key: None,
+            messages: None,
+            reason: None,
+        }
+    }
 }
 
 /// A store read's failure as the handler's error; a read stopped at the query timeout is counted

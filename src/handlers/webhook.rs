@@ -1,60 +1,164 @@
-//! `POST /webhook`: verify, validate, store exactly once.
+//! `POST /webhook`: verify, validate, store exactly once. The sender routes
+//! (`whatsapp`, `twilio`) end in the same `answer`, and a Standard Webhooks request takes the
+//! same steps with its own signature check.
 //!
 //! The order is fixed by the contract and each step refuses before the next runs:
 //! secret configured (503) → body within the limit (413) → signature over the raw bytes (401)
 //! → JSON object with valid fields (422) → handed to the writer, which inserts it keyed by
 //! `message_id` and answers 200 (created or duplicate) once the commit is durable.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::json;
 
-use super::{Context, Reply, WebhookNote};
+use super::{Context, Delivery, Reply, WebhookNote};
+use crate::config::KeySlot;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::{self, Message};
-use crate::metrics::WebhookResult;
-use crate::signature;
+use crate::metrics::{Source, WebhookResult};
+use crate::signature::{self, standard};
 use crate::store::Inserted;
 
+/// `POST /webhook`: our own `X-Signature`, or Standard Webhooks v1 when its three headers come
+/// without one.
 pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
-    let mut message_id = None;
-    let checked = check(ctx, request, &mut message_id);
-    if let Err(error) = &checked {
-        ctx.webhook = Some(WebhookNote {
-            message_id,
-            result: result_of(error),
-        });
+    let standard_headers = match request.header("x-signature") {
+        Some(_) => None,
+        None => standard_headers(request),
+    };
+    let source = match standard_headers {
+        Some(_) => Source::Standard,
+        None => Source::Webhook,
+    };
+    let mut note = WebhookNote::new(source, WebhookResult::Error);
+    let checked = match &standard_headers {
+        Some(headers) => check_standard(ctx, request, headers, &mut note),
+        None => check(ctx, request, &mut note),
+    };
+    match checked {
+        Ok(message) => Ok(Reply::Store(Delivery {
+            messages: vec![message],
+            source,
+            key: note.key,
+        })),
+        Err(error) => {
+            note.result = result_of(&error);
+            ctx.webhook = Some(note);
+            Err(error)
+        }
     }
-    checked.map(Reply::Store)
 }
 
-fn check(
-    ctx: &Context<'_>,
-    request: &Request,
-    message_id: &mut Option<String>,
-) -> Result<Message, Error> {
+fn check(ctx: &Context<'_>, request: &Request, note: &mut WebhookNote) -> Result<Message, Error> {
     let Some(secret) = &ctx.config.webhook_secret else {
         return Err(Error::Unavailable("webhook secret not configured"));
     };
     let body = request.body()?;
-    if !signature::verify(secret.expose(), body, request.header("x-signature")) {
+    let header = request.header("x-signature");
+    note.key = if signature::verify(secret.expose(), body, header) {
+        Some(KeySlot::Current)
+    } else {
+        let previous = ctx.config.senders.webhook_previous.as_ref();
+        previous
+            .filter(|previous| signature::verify(previous.expose(), body, header))
+            .map(|_| KeySlot::Previous)
+    };
+    if note.key.is_none() {
         return Err(Error::Unauthorized);
     }
+    parse(body, note)
+}
+
+fn standard_headers(request: &Request) -> Option<standard::Headers<'_>> {
+    Some(standard::Headers {
+        id: request.header("webhook-id")?,
+        timestamp: request.header("webhook-timestamp")?,
+        signature: request.header("webhook-signature")?,
+    })
+}
+
+fn check_standard(
+    ctx: &Context<'_>,
+    request: &Request,
+    headers: &standard::Headers<'_>,
+    note: &mut WebhookNote,
+) -> Result<Message, Error> {
+    let Some(keys) = &ctx.config.senders.standard else {
+        return Err(Error::Unavailable("standard webhooks not configured"));
+    };
+    let body = request.body()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    match standard::verify(keys, headers, body, now, ctx.config.senders.tolerance) {
+        Ok(key) => note.key = Some(key),
+        Err(refusal) => {
+            note.reason = Some(refusal.as_str().to_owned());
+            return Err(Error::Unauthorized);
+        }
+    }
+    parse(body, note)
+}
+
+/// A sender's message mapped to our five fields, validated exactly as a `/webhook` body.
+pub fn mapped(fields: &serde_json::Value) -> Result<Message, Error> {
+    let body = serde_json::to_vec(fields).expect("a JSON value serializes");
+    message::parse(&body).result.map_err(Error::from)
+}
+
+/// A validation failure in a line for the log: where and what, never the value sent.
+pub fn reason(error: &Error) -> String {
+    match error {
+        Error::Unprocessable(problems) => problems
+            .iter()
+            .map(|problem| {
+                let loc: Vec<String> = problem
+                    .loc
+                    .iter()
+                    .map(|part| {
+                        part.as_str()
+                            .map_or_else(|| part.to_string(), str::to_owned)
+                    })
+                    .collect();
+                format!("{}: {}", loc.join("."), problem.msg)
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+fn parse(body: &[u8], note: &mut WebhookNote) -> Result<Message, Error> {
     let parsed = message::parse(body);
-    *message_id = parsed.message_id;
+    note.message_id = parsed.message_id;
     parsed.result.map_err(Error::from)
 }
 
-/// The answer for a message once the writer has committed it, or failed to.
-pub fn answer(stored: Result<Inserted, Error>) -> (WebhookResult, Result<Response, Error>) {
+/// The answer for a request's messages once the writer has committed them, or failed to:
+/// `created` when at least one is new, else `duplicate`. Twilio is answered in TwiML.
+pub fn answer(
+    source: Source,
+    stored: Result<Vec<Inserted>, Error>,
+) -> (WebhookResult, Result<Response, Error>) {
     match stored {
         Ok(inserted) => (
-            match inserted {
-                Inserted::Created => WebhookResult::Created,
-                Inserted::Duplicate => WebhookResult::Duplicate,
+            if inserted.contains(&Inserted::Created) {
+                WebhookResult::Created
+            } else {
+                WebhookResult::Duplicate
             },
-            Ok(Response::json(200, &json!({"status": "ok"}))),
+            Ok(ok(source)),
         ),
         Err(error) => (result_of(&error), Err(error)),
+    }
+}
+
+/// The 200 a sender gets for what it sent, stored or only acknowledged.
+pub fn ok(source: Source) -> Response {
+    match source {
+        Source::Twilio => super::twilio::twiml(),
+        _ => Response::json(200, &json!({"status": "ok"})),
     }
 }
 
@@ -62,6 +166,7 @@ pub fn answer(stored: Result<Inserted, Error>) -> (WebhookResult, Result<Respons
 pub fn result_of(error: &Error) -> WebhookResult {
     match error {
         Error::Unauthorized => WebhookResult::InvalidSignature,
+        Error::Forbidden(_) => WebhookResult::Forbidden,
         Error::Unprocessable(_) => WebhookResult::ValidationError,
         Error::PayloadTooLarge { .. } => WebhookResult::TooLarge,
         Error::BadRequest(_) | Error::RequestTimeout | Error::NotImplemented => {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use hookbox::handlers::messages::encode_cursor;
 use hookbox::store::{ListQuery, Position};
 
-use crate::support::{StoreKind, TestServer, message, store_kind};
+use crate::support::{StoreKind, TestServer, store_kind};
 
 const TS: &str = "2025-01-15T10:00:00Z";
 
@@ -294,11 +294,22 @@ fn forged_or_garbled_cursors_are_422_never_500() {
         let resp = server.get(&format!("/messages?cursor={cursor}"));
         one_problem(&resp, None, json!(["query", "cursor"]));
     }
+    // Every one-character change of a real cursor is refused, none reaches the store.
+    for at in 0..real.len() {
+        for replacement in ["0", "f", "g", "A", "%00"] {
+            let mut mutated = real.clone();
+            mutated.replace_range(at..at + 1, replacement);
+            if mutated == real {
+                continue;
+            }
+            let resp = server.get(&format!("/messages?limit=1&cursor={mutated}"));
+            assert_eq!(resp.status, 422, "{mutated}: {}", resp.text());
+        }
+    }
     // A forged message_id holding U+0000 is only a position (both stores keep such ids).
     let nul_id = forged("2025-01-15T10:00:00", "m\u{0}");
     let resp = server.get(&format!("/messages?cursor={nul_id}"));
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let _ = message;
 }
 
 #[test]

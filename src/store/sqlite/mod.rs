@@ -94,7 +94,8 @@ impl Sqlite {
         work_waiting: &dyn Fn() -> bool,
     ) -> Option<Duration> {
         self.checkpoint_if_due();
-        if !self.index_upkeep {
+        // A broken store writes nothing more (the writer reports why, once).
+        if !self.index_upkeep || self.broken.is_some() {
             return None;
         }
         let until = match moment {
@@ -131,7 +132,7 @@ impl Sqlite {
     /// start begins with an empty tail (it is at most about `TAIL_BOUND` rows: a few chunks),
     /// then copies everything and empties the WAL (waiting for readers).
     pub fn close(mut self) {
-        if self.index_upkeep {
+        if self.index_upkeep && self.broken.is_none() {
             self.index_some(Until::Empty, &|| false);
         }
         if let Err(error) = self

@@ -36,6 +36,12 @@ impl Sqlite {
         Sqlite::open_connection(options).map_err(open_error)
     }
 
+    /// Opens an existing database for reading only (`hookbox export`): it creates nothing, changes
+    /// nothing (no journal mode, no migration) and works on a read-only file or directory. First
+    /// `mode=ro`, which still sees what a live server commits; when that cannot set up the WAL's
+    /// shared memory (a read-only directory with no `-shm` beside the file), `immutable=1`, which
+    /// is then safe: with no `-shm` and no way to create one, no writer has the file open. A WAL
+    /// with frames in it that cannot be read is an error, never a silently older snapshot.
     pub fn open_read_only(options: &SqliteOptions) -> Result<Sqlite, StoreError> {
         let path = &options.path;
         let mut uri = String::from("file:");
@@ -76,7 +82,16 @@ impl Sqlite {
         let conn = match open("mode=ro") {
             Ok(conn) => conn,
             Err(error @ rusqlite::Error::InvalidParameterName(_)) => return Err(open_error(error)),
-            Err(_) if wal == 0 => open("immutable=1").map_err(open_error)?,
+            // Only for "cannot set up the shared memory": a busy or damaged file is an error.
+            Err(error)
+                if wal == 0
+                    && matches!(
+                        error.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+                    ) =>
+            {
+                open("immutable=1").map_err(open_error)?
+            }
             Err(error) => return Err(open_error(error)),
         };
         Ok(Sqlite {

@@ -81,9 +81,32 @@ fn export_reads_a_read_only_snapshot_and_changes_nothing() {
     let before = std::fs::read(&db).unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(snapshot.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let out = Launch::new(snapshot.path())
-        .env("DATABASE_URL", "sqlite:///snap.db")
-        .run_args(&["export"], b"");
+    // Root may write anywhere, so as root the export runs as `nobody`, for whom the snapshot is
+    // truly read-only (without that, SQLite would quietly create its `-shm` beside the file).
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    let out = if as_root {
+        Command::new("runuser")
+            .args([
+                "-u",
+                "nobody",
+                "--",
+                env!("CARGO_BIN_EXE_hookbox"),
+                "export",
+            ])
+            .current_dir(snapshot.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", "sqlite:///snap.db")
+            .output()
+            .expect("runuser (util-linux) runs the export as nobody")
+    } else {
+        Launch::new(snapshot.path())
+            .env("DATABASE_URL", "sqlite:///snap.db")
+            .run_args(&["export"], b"")
+    };
     std::fs::set_permissions(snapshot.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), text(&expected.stdout));
@@ -91,6 +114,11 @@ fn export_reads_a_read_only_snapshot_and_changes_nothing() {
         std::fs::read(&db).unwrap(),
         before,
         "export changed the file"
+    );
+    assert_eq!(
+        entries(snapshot.path()),
+        ["snap.db"],
+        "export created files"
     );
 }
 
@@ -139,4 +167,24 @@ fn export_to_a_full_device_is_an_output_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("writing stdout"), "{stderr}");
     assert!(!stderr.contains("store"), "not the store's fault: {stderr}");
+}
+
+#[test]
+fn export_of_a_file_that_is_not_a_hookbox_database_changes_nothing() {
+    let dir = TempDir::new();
+    for (name, contents) in [("empty.db", &b""[..]), ("notes.db", b"just some text\n")] {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+        let out = Launch::new(dir.path())
+            .env("DATABASE_URL", name)
+            .run_args(&["export"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}");
+        assert!(stderr.contains("not a"), "{name}: {stderr}");
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            contents,
+            "{name}"
+        );
+    }
 }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Resp, SECRET, request_bytes, sign};
-
-pub use crate::support::parse_response;
+use crate::support::{Resp, SECRET, send_to, sign};
 
 /// Upper bound for anything a test waits on; generous for slow CI machines.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -308,6 +306,7 @@ pub fn is_iso8601_utc(ts: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // A raw HTTP/1.1 client.
 
+/// One request on a fresh connection, answered within the suite's bound.
 pub fn send(
     addr: SocketAddr,
     method: &str,
@@ -315,13 +314,7 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let bytes = request_bytes(addr, method, target, headers, body);
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(&bytes).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    parse_response(&response)
+    send_to(addr, method, target, headers, body)
 }
 
 pub fn get(addr: SocketAddr, target: &str) -> Resp {
@@ -388,65 +381,4 @@ pub fn start_on_free_port(launch: Launch) -> (Proc, SocketAddr) {
         let run = proc.finish();
         assert!(attempt < 5, "server never came up: {}", run.describe());
     }
-}
-
-/// Reads one response by `Content-Length` from `stream` within `within`, or `None` (closed or
-/// timed out). Bytes after it stay in `raw` for the next call (pipelined answers).
-pub fn response_within(
-    stream: &mut TcpStream,
-    raw: &mut Vec<u8>,
-    within: Duration,
-) -> Option<Resp> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = parse_response(&raw[..split + 4]);
-            let length: usize = head
-                .header("content-length")
-                .map_or(0, |value| value.parse().unwrap());
-            if head.status < 200 {
-                raw.drain(..split + 4);
-                continue;
-            }
-            if raw.len() >= split + 4 + length {
-                let resp = parse_response(&raw[..split + 4 + length]);
-                raw.drain(..split + 4 + length);
-                return Some(resp);
-            }
-        }
-        let left = within.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return None;
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-/// Reads the interim `100 Continue` the server sends for `Expect: 100-continue` once it has read
-/// the head: the handshake that says a request is in flight.
-pub fn expect_continue(stream: &mut TcpStream) {
-    let mut interim = Vec::new();
-    while !interim.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(
-            stream.read(&mut byte).unwrap(),
-            1,
-            "connection closed before 100 Continue: {:?}",
-            String::from_utf8_lossy(&interim)
-        );
-        interim.push(byte[0]);
-    }
-    let interim = String::from_utf8_lossy(&interim).into_owned();
-    assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
 }

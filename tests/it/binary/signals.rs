@@ -1,14 +1,12 @@
 //! Signals: SIGTERM, SIGINT and SIGHUP stop the server gracefully (in-flight requests answered,
 //! the database closed cleanly, the last line `stopped`, exit 0), within the grace period.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::harness::*;
-use crate::support::{TempDir, message, sign};
+use crate::support::{BOUND, Conn, TempDir, message, sign};
 
 fn graceful_stop(signal: &str) {
     let dir = TempDir::new();
@@ -85,12 +83,11 @@ fn sigterm_lets_an_in_flight_request_finish() {
         sign(body.as_bytes()),
         body.len()
     );
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(head.as_bytes()).unwrap();
+    let mut stream = Conn::open(addr);
+    assert!(stream.send(head.as_bytes()));
     // The server sends "100 Continue" once it has read the head and waits for the body: from
     // here on the request is in flight, and the signal arrives in the middle of it.
-    expect_continue(&mut stream);
+    stream.expect_continue();
     proc.signal("TERM");
     proc.wait_for("the shutdown to begin", |json| {
         json["msg"]
@@ -98,10 +95,8 @@ fn sigterm_lets_an_in_flight_request_finish() {
             .is_some_and(|msg| msg.contains("shutting down"))
     });
 
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).unwrap();
-    let response = parse_response(&rest);
+    assert!(stream.send(body.as_bytes()));
+    let response = stream.next(BOUND).resp("the in-flight webhook");
     assert_eq!(response.status, 200, "{}", response.text());
 
     let run = proc.finish();
@@ -146,25 +141,23 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
         .start();
     let keep_alive =
         |target: &str| format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
-    let mut idle = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    idle.set_write_timeout(Some(TIMEOUT)).unwrap();
-    idle.write_all(&keep_alive("/health/live")).unwrap();
-    let first = response_within(&mut idle, &mut Vec::new(), Duration::from_secs(5))
+    let mut idle = Conn::open(addr);
+    assert!(idle.send(&keep_alive("/health/live")));
+    let first = idle
+        .next(Duration::from_secs(5))
+        .answered()
         .expect("idle: first answer");
     assert_eq!(first.status, 200);
 
-    let mut busy = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    busy.set_write_timeout(Some(TIMEOUT)).unwrap();
+    let mut busy = Conn::open(addr);
     let acked = message("keep-1", FROM, TS, Some("acknowledged before the signal"));
     let head = format!(
         "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nX-Signature: {}\r\nContent-Length: {}\r\n\r\n",
         sign(acked.as_bytes()),
         acked.len()
     );
-    busy.write_all(head.as_bytes()).unwrap();
-    busy.write_all(acked.as_bytes()).unwrap();
-    let answered =
-        response_within(&mut busy, &mut Vec::new(), Duration::from_secs(5)).expect("first webhook");
+    assert!(busy.send(head.as_bytes()) && busy.send(acked.as_bytes()));
+    let answered = busy.next(Duration::from_secs(5)).resp("the first webhook");
     assert_eq!(answered.status, 200, "{}", answered.text());
 
     // The same keep-alive connection: a second webhook, its body half sent when the signal comes.
@@ -176,12 +169,11 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
         sign(body.as_bytes()),
         body.len()
     );
-    busy.write_all(head.as_bytes()).unwrap();
+    assert!(busy.send(head.as_bytes()));
     // The handshake: "100 Continue" says the server has the head and is reading the body, so
     // the request is in flight when the signal comes (no sleep standing in for that).
-    busy.set_read_timeout(Some(TIMEOUT)).unwrap();
-    expect_continue(&mut busy);
-    busy.write_all(first_half).unwrap();
+    busy.expect_continue();
+    assert!(busy.send(first_half));
     let signalled = Instant::now();
     proc.signal("TERM");
     proc.wait_for("the shutdown to begin", |json| {
@@ -189,8 +181,10 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
             .as_str()
             .is_some_and(|msg| msg.contains("shutting down"))
     });
-    busy.write_all(second_half).unwrap();
-    let in_flight = response_within(&mut busy, &mut Vec::new(), Duration::from_secs(5))
+    assert!(busy.send(second_half));
+    let in_flight = busy
+        .next(Duration::from_secs(5))
+        .answered()
         .expect("the in-flight request was not answered");
     assert_eq!(in_flight.status, 200, "{}", in_flight.text());
     assert!(
@@ -242,13 +236,11 @@ fn sigterm_after_the_pipelined_packet_exits_0_within_the_grace_period() {
             "GET /health/live HTTP/1.1\r\nHost: {addr}\r\n\r\n"
         ));
     }
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(packet.as_bytes()).unwrap();
+    let mut stream = Conn::open(addr);
+    assert!(stream.send(packet.as_bytes()));
     let mut answered = 0;
-    let mut raw = Vec::new();
     while answered < 9 {
-        match response_within(&mut stream, &mut raw, Duration::from_secs(3)) {
+        match stream.next(Duration::from_secs(3)).answered() {
             Some(resp) => {
                 assert_eq!(resp.status, 200, "answer {answered}: {}", resp.text());
                 answered += 1;

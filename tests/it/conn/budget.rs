@@ -87,3 +87,53 @@ fn held_bodies_fill_the_budget_then_new_ones_get_503_while_small_webhooks_are_se
     let (_again, answer) = hold(&server);
     assert_eq!(answer.status, 100);
 }
+
+/// A chunked body is reserved chunk by chunk: the chunk that would take it over the budget is
+/// not read, the request is answered as over budget and the connection closes, and what the
+/// earlier chunks reserved is given back.
+#[test]
+fn a_chunked_body_is_reserved_chunk_by_chunk() {
+    use super::{Limits, echo, limits, start_with};
+    let h = start_with(
+        Limits {
+            max_body: 256 * 1024,
+            // Large bodies may fill three quarters: 48 KiB.
+            body_budget: 64 * 1024,
+            ..limits()
+        },
+        echo,
+    );
+    let chunk = vec![b'x'; 20 * 1024];
+    let mut request =
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let client = wire::send(h.addr, &request);
+    let mut reader = BufReader::new(&client);
+    let answer = wire::read_answer(&mut reader).expect("an answer");
+    assert_eq!(
+        (answer.status, answer.body_text().as_str()),
+        (503, "POST /chunked over_budget")
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_ne!(wire::read_to_end(&mut reader).1, Ending::Open);
+    assert_eq!(h.next_close(), super::CloseReason::Refused);
+    assert_eq!(h.serving.body_buffer_bytes(), 0);
+
+    // Two such chunks fit: the same body cut to 40 KiB is read whole.
+    let mut request =
+        b"POST /fits HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let client = wire::send(h.addr, &request);
+    let answer = wire::read_answer(&mut BufReader::new(&client)).expect("an answer");
+    assert_eq!(answer.body_text(), "POST /fits complete 40960");
+}

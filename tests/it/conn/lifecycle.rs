@@ -251,3 +251,22 @@ fn connection_threads_are_named_conn() {
     let answer = read_answer(&mut buffered(&client)).expect("an answer");
     assert_eq!(answer.body_text(), "conn true");
 }
+
+/// A handler that panics on a connection's thread ends that connection (closed as `Error`), not
+/// the thread's process, and the server goes on serving. The panic, with its backtrace when
+/// RUST_BACKTRACE asks for one, runs on the connection thread's small stack.
+#[test]
+fn a_panicking_handler_ends_only_its_connection() {
+    let h = start_with(limits(), |incoming| {
+        if incoming.url == "/panic" {
+            panic!("a handler bug");
+        }
+        echo(incoming)
+    });
+    let client = send(h.addr, b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (answer, ending) = read_to_end(&mut buffered(&client));
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    assert!(ended(&ending));
+    assert_eq!(h.next_close(), CloseReason::Error);
+    assert_serves(h.addr);
+}

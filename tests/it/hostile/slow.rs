@@ -53,7 +53,7 @@ fn idle_connections_are_closed_after_the_read_timeout() {
 fn probe_ready(server: &TestServer) -> (Option<u16>, Duration) {
     let started = Instant::now();
     let mut probe = server.conn();
-    assert!(probe.send(&head(&server, "GET /health/ready HTTP/1.1", &[])));
+    assert!(probe.send(&head(server, "GET /health/ready HTTP/1.1", &[])));
     let seen = probe.next(BODY_DEADLINE + BOUND);
     (seen.status(), started.elapsed())
 }

@@ -1,4 +1,4 @@
-//! 2–3. Bodies that never come, come a byte at a time, or are not read: none holds a worker,
+//! Bodies that never come, come a byte at a time, or are not read: none holds a worker,
 //! each is cut at the total body deadline, and an unread body closes its connection.
 
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! 7. Framing: `Content-Length` is digits only; `chunked` is the only transfer coding.
+//! Framing: `Content-Length` is digits only; `chunked` is the only transfer coding.
 
 use std::time::Duration;
 

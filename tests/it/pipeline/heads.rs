@@ -1,4 +1,4 @@
-//! 5–6. Request heads (dribbled, oversized) and the connection cap.
+//! Request heads (dribbled, oversized) and the connection cap.
 
 use std::io::Write;
 use std::sync::Arc;

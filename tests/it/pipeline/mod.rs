@@ -128,6 +128,32 @@ fn metric_until(
     }
 }
 
+/// Polls `series` until it has held one value for `quiet` (the server stopped moving it), within
+/// `within`; `None` if it never did.
+fn metric_settles(
+    addr: SocketAddr,
+    series: &str,
+    quiet: Duration,
+    within: Duration,
+) -> Option<f64> {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        let value = match get(addr, "/metrics", BOUND) {
+            Seen::Answered(resp) => metric_value(&resp.text(), series),
+            _ => None,
+        };
+        if value != last {
+            (last, since) = (value, Instant::now());
+        } else if since.elapsed() >= quiet {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 fn stored_total(addr: SocketAddr) -> u64 {
     let resp = get(addr, "/messages?limit=1", BOUND).resp("GET /messages");
     assert_eq!(resp.status, 200, "{}", resp.text());

@@ -1,4 +1,4 @@
-//! 4. Clients that never read their answers lose their own connections at the write deadline;
+//! Clients that never read their answers lose their own connections at the write deadline;
 //! answers they leave unread count against a budget for reads.
 
 use std::thread;
@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use hookbox::config::Durability;
 
 use super::{
-    Bounded, body_of, metric_on, metric_reaches, metric_until, request, signed_webhook,
-    stored_total,
+    Bounded, body_of, metric_on, metric_reaches, metric_settles, metric_until, request,
+    signed_webhook, stored_total,
 };
 use crate::support::{BOUND, Conn, message};
 
@@ -60,13 +60,22 @@ fn never_reading_clients_lose_their_connections_and_nobody_else_notices() {
             conn
         })
         .collect();
-    // The attack has landed once the never-readers' reads are being answered: four answers each
-    // (~1.6 MB a connection) on top of the one read before.
+    // The attack has landed once the never-readers' reads were answered until their clients'
+    // buffers filled: the count of answered reads has grown (four answers, ~1.6 MB, a
+    // connection on top of the one read before) and then holds still, every connection thread
+    // of theirs blocked on a write (for a second: longer than one of their reads takes, so a
+    // read still being run does not pass for a stall).
     let answered = metric_until(server.addr, READS_ANSWERED, BOUND, |n| n >= 17.0);
     assert!(
         answered.is_some_and(|n| n >= 17.0),
         "the never-readers' reads were not being answered: {answered:?}"
     );
+    let settled = metric_settles(server.addr, READS_ANSWERED, Duration::from_secs(1), BOUND);
+    assert!(
+        settled.is_some(),
+        "the never-readers were still being answered {BOUND:?} later"
+    );
+    let stalled = Instant::now();
 
     let mut slow = Vec::new();
     let mut honest = Conn::open(server.addr);
@@ -93,21 +102,32 @@ fn never_reading_clients_lose_their_connections_and_nobody_else_notices() {
         "honest requests waited behind never-readers: {slow:?}"
     );
 
-    // Each never-reader is closed about the write deadline after its writes stalled.
+    // Each never-reader is closed about the write deadline after its writes stalled. Counted
+    // before the test reads from them: reading would let the server write again.
     let closed = metric_reaches(
         server.addr,
         r#"hookbox_connections_closed_total{reason="write_timeout"}"#,
         4.0,
-        (write_deadline + Duration::from_secs(3)).saturating_sub(attacked.elapsed()),
+        write_deadline + BOUND,
+    );
+    assert_eq!(
+        closed,
+        Some(4.0),
+        "write_timeout closes counted {:?} after the never-readers stalled (write deadline {write_deadline:?})",
+        stalled.elapsed()
+    );
+    assert!(
+        stalled.elapsed() < write_deadline + Duration::from_secs(2),
+        "the never-readers were closed {:?} after they stalled (write deadline {write_deadline:?})",
+        stalled.elapsed()
     );
     for (i, conn) in never_readers.iter_mut().enumerate() {
         assert!(
             conn.closed_within(Duration::from_secs(2)),
-            "never-reader {i} still open {:?} after it stopped reading (write deadline {write_deadline:?})",
+            "never-reader {i} still open {:?} after its close was counted",
             attacked.elapsed()
         );
     }
-    assert_eq!(closed, Some(4.0), "write_timeout closes counted");
 }
 
 /// Answers held for clients that do not read count against `HOOKBOX_MAX_HELD_ANSWERS_MIB`: past

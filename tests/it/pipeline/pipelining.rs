@@ -1,4 +1,4 @@
-//! 1. Pipelining: requests sent in one write are answered in order, each answer matching its
+//! Pipelining: requests sent in one write are answered in order, each answer matching its
 //! request, while other clients are served.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! 8. Shutdown with a request in flight.
+//! Shutdown with a request in flight.
 
 use std::sync::mpsc;
 use std::thread;

@@ -3,7 +3,7 @@
 //!
 //! One framing rule for every reader: a response ends after its head for `1xx`, `204` and `304`,
 //! after the terminating chunk when `chunked`, else after `Content-Length` bytes (0 when absent;
-//! hookbox always sends one). Every wait is bounded by a deadline, so a server that hangs fails
+//! hookbox always sends one); when the server closes after a whole head, at the close. Every wait is bounded by a deadline, so a server that hangs fails
 //! the test instead of hanging the suite.
 
 use std::io::{ErrorKind, Read, Write};
@@ -52,7 +52,7 @@ impl Resp {
 pub enum Seen {
     /// A complete response.
     Answered(Resp),
-    /// EOF or reset before a complete response.
+    /// EOF or reset before a whole response head.
     Closed,
     /// Neither within the deadline: the connection is open and silent.
     Silent,
@@ -147,6 +147,13 @@ impl Conn {
             }
             match self.read_some(deadline) {
                 Got::Data => {}
+                // Closed after a whole head: the response ran to the close (a `HEAD` answer
+                // carries the `Content-Length` of a body it does not send).
+                Got::Closed if self.raw.windows(4).any(|w| w == b"\r\n\r\n") => {
+                    let resp = parse_response(&self.raw);
+                    self.raw.clear();
+                    return Seen::Answered(resp);
+                }
                 Got::Closed => return Seen::Closed,
                 Got::Silent => return Seen::Silent,
             }

@@ -1,12 +1,20 @@
-//! HMAC-SHA256 request signatures over the raw body bytes.
+//! Request signatures, each sender's way, always over the bytes as received.
 //!
 //! The sender signs the bytes it sends; we verify those same bytes before parsing anything, so a
-//! body with odd spacing or a trailing newline verifies exactly as signed. The comparison is
+//! body with odd spacing or a trailing newline verifies exactly as signed. Every comparison is
 //! constant-time in the digest: timing tells an attacker nothing about how close a guess was.
+//! Here: hookbox's own `X-Signature` (hex HMAC-SHA256) and Meta's `X-Hub-Signature-256` (the
+//! same, after `sha256=`); `standard` is Standard Webhooks v1, `twilio` Twilio's HMAC-SHA1.
+//! Each takes `Keys` (current, and previous during a rotation) and says which one matched.
+
+pub mod standard;
+pub mod twilio;
 
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use crate::config::{KeySlot, Keys};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -18,6 +26,17 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     };
     let expected = digest(secret, body);
     expected.ct_eq(&provided).into()
+}
+
+/// `verify` with each key of a rotation; which one matched.
+pub fn verify_keys(keys: &Keys, body: &[u8], header: Option<&str>) -> Option<KeySlot> {
+    keys.find(|key| verify(key, body, header))
+}
+
+/// Meta's `X-Hub-Signature-256: sha256=<hex>` (WhatsApp Cloud API), under either key.
+pub fn verify_hub(keys: &Keys, body: &[u8], header: Option<&str>) -> Option<KeySlot> {
+    let hex = header?.trim().strip_prefix("sha256=")?;
+    verify_keys(keys, body, Some(hex))
 }
 
 /// The lowercase hex signature of `body` — what a sender puts in `X-Signature`.
@@ -82,5 +101,42 @@ mod tests {
         assert!(!verify(b"s", body, Some(&good[..63])));
         assert!(!verify(b"s", body, Some(&format!("{}g", &good[..63]))));
         assert!(!verify(b"s", body, Some(&format!("sha256={good}"))));
+    }
+
+    #[test]
+    fn rotation_says_which_key_matched_and_only_while_the_previous_is_set() {
+        let body = b"{}";
+        let old = sign_hex(b"old", body);
+        let new = sign_hex(b"new", body);
+        let rotating = Keys::new("new", Some(b"old".to_vec()));
+        assert_eq!(
+            verify_keys(&rotating, body, Some(&new)),
+            Some(KeySlot::Current)
+        );
+        assert_eq!(
+            verify_keys(&rotating, body, Some(&old)),
+            Some(KeySlot::Previous)
+        );
+        let done = Keys::new("new", None);
+        assert_eq!(verify_keys(&done, body, Some(&old)), None);
+        assert_eq!(
+            verify_keys(&rotating, body, Some(&sign_hex(b"x", body))),
+            None
+        );
+    }
+
+    #[test]
+    fn hub_signatures_carry_the_sha256_prefix() {
+        let keys = Keys::new("app-secret", None);
+        let body = br#"{"object":"whatsapp_business_account"}"#;
+        let hex = sign_hex(b"app-secret", body);
+        let header = format!("sha256={hex}");
+        assert_eq!(
+            verify_hub(&keys, body, Some(&header)),
+            Some(KeySlot::Current)
+        );
+        assert_eq!(verify_hub(&keys, body, Some(&hex)), None);
+        assert_eq!(verify_hub(&keys, body, Some("sha1=00")), None);
+        assert_eq!(verify_hub(&keys, body, None), None);
     }
 }
