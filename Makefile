@@ -27,11 +27,11 @@ test-sqlite: ## the suite on SQLite (and the PostgreSQL-only tests, skipped if i
 	cargo test --locked --workspace
 
 # The same integration suite again, every server on its own throwaway PostgreSQL database.
-# postgres::, pg_tls:: and pg_stall:: already ran, and the binary tests run the executable on SQLite files: not repeated,
+# postgres::, pg_tls:: and pg_stall:: already ran, and the binary tests run the executable on
+# SQLite files: not repeated,
 # except binary::import, which follows the suite's store.
 test-postgres: ## the integration suite on PostgreSQL (127.0.0.1:5432 or HOOKBOX_TEST_PG_URL)
-	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip postgres:: \
-	  --skip pg_tls:: --skip pg_stall:: \
+	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip postgres:: --skip pg_tls:: --skip pg_stall:: \
 	  --skip binary::cli --skip binary::database_url --skip binary::export --skip binary::logs \
 	  --skip binary::signals --skip binary::startup
 

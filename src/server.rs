@@ -438,6 +438,12 @@ fn respond(
                 commit_wait = wait;
             }
             (Err(RecvTimeoutError::Timeout), Some(wait)) => break wait.expire(shared),
+            // A worker drops a webhook found past its deadline in the queue (`worker::handle`).
+            (Err(RecvTimeoutError::Disconnected), Some(wait))
+                if Instant::now() >= wait.deadline =>
+            {
+                break wait.expire(shared);
+            }
             (Err(_), _) => {
                 break Error::Internal("request dropped unanswered".to_owned()).into_response();
             }

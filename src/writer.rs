@@ -185,7 +185,8 @@ fn commit<T>(
                 .collect()
         }
         // One row the store cannot hold fails the whole statement: store each ticket's share
-        // on its own, so only that row's sender gets the error.
+        // on its own, so only that row's sender gets the error, and a ticket of several
+        // messages (one WhatsApp POST) is still stored whole or not at all.
         Err(StoreError::Refused(_)) if tickets.len() > 1 => ranges
             .iter()
             .map(|range| store.insert_batch(&messages[range.clone()], &received_at))

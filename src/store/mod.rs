@@ -397,9 +397,15 @@ impl Store {
 /// A database whose schema is newer than this build is never touched.
 fn refuse_newer(current: i64, expected: i64) -> Result<(), StoreError> {
     if current > expected {
-        return Err(StoreError::Internal(format!(
-            "database schema version {current} is newer than this build ({expected})"
-        )));
+        return Err(newer_schema(current, expected));
     }
     Ok(())
+}
+
+/// The error for a database newer than this build (also found under PostgreSQL's migration
+/// lock, should another instance have migrated meanwhile).
+fn newer_schema(current: i64, expected: i64) -> StoreError {
+    StoreError::Internal(format!(
+        "database schema version {current} is newer than this build ({expected})"
+    ))
 }

@@ -17,6 +17,7 @@ mod index_state;
 mod messages;
 mod migration;
 mod ops;
+mod packaging;
 #[cfg(feature = "postgres")]
 mod pg_proxy;
 #[cfg(feature = "postgres")]

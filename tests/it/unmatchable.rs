@@ -2,7 +2,7 @@
 //! holding U+0000 (PostgreSQL's text cannot carry it), an `offset` at or past the total, and a
 //! cursor whose sort key was forged. Each is an ordinary answer, never a 500.
 
-use hookbox::handlers::messages::encode_cursor;
+use hookbox::cursor::encode as encode_cursor;
 use hookbox::store::{ListQuery, Position};
 
 use crate::support::TestServer;

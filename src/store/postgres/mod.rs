@@ -128,9 +128,9 @@ impl Postgres {
         match result {
             Ok(()) => Ok(()),
             Err(Migration::Database(error)) => Err(self.session.fail(&error, Doing::Writing)),
-            Err(Migration::TooNew(current)) => Err(StoreError::Internal(format!(
-                "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
-            ))),
+            Err(Migration::TooNew(current)) => {
+                Err(super::newer_schema(current.into(), SCHEMA_VERSION))
+            }
         }
     }
 
