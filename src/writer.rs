@@ -168,44 +168,45 @@ fn commit<T>(
     shared
         .metrics
         .observe_commit(messages.len(), started.elapsed());
-    // One outcome per message, in batch order.
-    let outcomes: Vec<Result<Inserted, StoreError>> = match stored {
+    // Each ticket's share of the batch, in order.
+    let mut ranges = Vec::with_capacity(tickets.len());
+    let mut start = 0;
+    for (_, count) in &tickets {
+        ranges.push(start..start + count);
+        start += count;
+    }
+    let results: Vec<Result<Vec<Inserted>, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
-            inserted.into_iter().map(Ok).collect()
+            let mut each = inserted.into_iter();
+            ranges
+                .iter()
+                .map(|range| Ok(each.by_ref().take(range.len()).collect()))
+                .collect()
         }
-        // One row the store cannot hold fails the whole statement: store them one by one, so
-        // only that row's sender gets the error.
-        Err(StoreError::Refused(_)) if messages.len() > 1 => messages
+        // One row the store cannot hold fails the whole statement: store each ticket's share
+        // on its own, so only that row's sender gets the error, and a ticket of several
+        // messages (one WhatsApp POST) is still stored whole or not at all.
+        Err(StoreError::Refused(_)) if tickets.len() > 1 => ranges
             .iter()
-            .map(|message| {
-                store
-                    .insert_batch(std::slice::from_ref(message), &received_at)
-                    .and_then(|mut inserted| {
-                        inserted.pop().ok_or_else(|| {
-                            StoreError::Internal("a batch of one answered nothing".to_owned())
-                        })
-                    })
-            })
+            .map(|range| store.insert_batch(&messages[range.clone()], &received_at))
             .collect(),
-        Err(error @ StoreError::Refused(_)) => {
-            log::warn!("a message the store cannot hold was refused: {error}");
-            vec![Err(error)]
-        }
         Err(error) => {
-            log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
-            shared.storage.record_failure(error.to_string());
-            vec![Err(error); messages.len()]
+            if matches!(error, StoreError::Refused(_)) {
+                log::warn!("a message the store cannot hold was refused: {error}");
+            } else {
+                log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
+                shared.storage.record_failure(error.to_string());
+            }
+            ranges.iter().map(|_| Err(error.clone())).collect()
         }
     };
     let mut ids = messages.into_iter().map(|message| message.message_id);
-    let mut outcomes = outcomes.into_iter();
-    for (token, count) in tickets {
-        // A ticket of several messages (one WhatsApp POST) is stored only if all of them are.
+    for ((token, count), stored) in tickets.into_iter().zip(results) {
         complete(Completion {
             token,
             message_ids: ids.by_ref().take(count).collect(),
-            stored: outcomes.by_ref().take(count).collect(),
+            stored,
         });
     }
 }
