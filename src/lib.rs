@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod cursor;
 pub mod error;
 pub mod feed;
 pub mod follow;

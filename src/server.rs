@@ -138,11 +138,21 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         StartError::Database(format!("{}: {error}", config.database.describe()))
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
-    writer_store.migrate().map_err(database_error)?;
     // Whether `q` has a text index is decided here, at the server's start, and nowhere else.
-    writer_store
-        .use_text_index(config.text_index)
-        .map_err(database_error)?;
+    let prepared = writer_store
+        .migrate()
+        .and_then(|()| writer_store.use_text_index(config.text_index));
+    match prepared {
+        // A database that does not answer yet (PostgreSQL starting, a network partition): serve
+        // 503s and not-ready until it does; the writer prepares it as soon as it answers.
+        Err(StoreError::Unavailable(why)) if writer_store.prepare_later(config.text_index) => {
+            log::warn!(
+                database:% = config.database.describe();
+                "the database does not answer; serving 503 until it does: {why}"
+            );
+        }
+        other => other.map_err(database_error)?,
+    }
     // The feed watcher's own connection (commits made by other instances or processes).
     let watcher_store = Store::open(&config).map_err(database_error)?;
     let connections = (0..config.workers)
@@ -442,6 +452,12 @@ fn respond(
                 commit_wait = wait;
             }
             (Err(RecvTimeoutError::Timeout), Some(wait)) => break wait.expire(shared),
+            // A worker drops a webhook found past its deadline in the queue (`worker::handle`).
+            (Err(RecvTimeoutError::Disconnected), Some(wait))
+                if Instant::now() >= wait.deadline =>
+            {
+                break wait.expire(shared);
+            }
             (Err(_), _) => {
                 break Error::Internal("request dropped unanswered".to_owned()).into_response();
             }

@@ -186,6 +186,14 @@ fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Token>, job: Job) 
         handler,
         pending,
     } = job;
+    // A webhook that waited past its commit deadline in the queue has been answered 503 by its
+    // connection thread already (`server::respond`): handling it now would count it twice, or
+    // store a message whose sender was told it was not.
+    if pending.route.waits_for_commit()
+        && pending.received.elapsed() >= shared.config.commit_timeout
+    {
+        return;
+    }
     let mut ctx = Context {
         config: &shared.config,
         metrics: &shared.metrics,

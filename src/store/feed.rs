@@ -52,6 +52,7 @@ impl Store {
     pub fn feed(&mut self, query: &FeedQuery) -> Result<FeedPage, StoreError> {
         match self {
             Store::Sqlite(store) => store.feed(query),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.feed(query),
         }
     }
@@ -61,6 +62,7 @@ impl Store {
     pub fn feed_end(&mut self) -> Result<i64, StoreError> {
         match self {
             Store::Sqlite(store) => store.feed_end(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.feed_end(),
         }
     }

@@ -10,7 +10,9 @@
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 
-use super::{Doing, Postgres, read_snapshot, stored_message};
+use super::Postgres;
+use super::connection::Doing;
+use super::queries::{read_snapshot, stored_message};
 use crate::store::StoreError;
 use crate::store::feed::{FeedPage, FeedQuery, FeedStart, PageBuilder};
 
@@ -38,15 +40,19 @@ pub(super) fn insert_in_arrival_order(
 impl Postgres {
     /// One page from one snapshot: `feed_state` and the rows agree.
     pub fn feed(&mut self, query: &FeedQuery) -> Result<FeedPage, StoreError> {
+        self.ensure_schema()?;
         let timeout = self.query_timeout_ms;
-        self.run(Doing::Reading, |client| feed_in(client, timeout, query))
+        self.session.run(Doing::Reading, |connection| {
+            feed_in(&mut connection.client, timeout, query)
+        })
     }
 
     /// The newest position (or, with no rows, the highest ever purged).
     pub fn feed_end(&mut self) -> Result<i64, StoreError> {
+        self.ensure_schema()?;
         let timeout = self.query_timeout_ms;
-        self.run(Doing::Reading, |client| {
-            let mut tx = read_snapshot(client, timeout)?;
+        self.session.run(Doing::Reading, |connection| {
+            let mut tx = read_snapshot(&mut connection.client, timeout)?;
             let end = end_in(&mut tx)?;
             tx.commit()?;
             Ok(end)
