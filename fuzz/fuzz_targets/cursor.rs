@@ -8,7 +8,7 @@
 //!   query it is refused as another query's.
 #![no_main]
 
-use hookbox::handlers::messages::{CursorProblem, decode_cursor, encode_cursor};
+use hookbox::cursor::{Refused as CursorProblem, decode as decode_cursor, encode as encode_cursor};
 use hookbox::store::{ListQuery, Position};
 use hookbox::timestamp;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};

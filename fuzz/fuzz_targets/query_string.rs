@@ -1,8 +1,11 @@
-//! The query string of `/messages`: `http::percent_decode`, `Request::query_param` and the
-//! handler's own `parse_query`, which turns it into a validated `ListQuery`.
+//! The query strings of `/messages` and `/feed`: `http::percent_decode`, `Request::query_param`
+//! and each handler's own `parse_query`, which turns it into validated parameters.
 //!
 //! Checked, besides "no panic":
-//! - any query string gives a `ListQuery` or a 422, never another error (no 500 from a query);
+//! - any query string gives validated parameters or a 422, never another error (no 500 from a
+//!   query), on both endpoints;
+//! - `/feed`: `limit` in 1..=1000, `wait` at most 60 s, `from` as given, and `after` either
+//!   absent (oldest), `now` (end), or a token that decodes and re-encodes to itself;
 //! - an accepted query holds what an independent parse of the string says (last value wins, `+`
 //!   literal, `%XX` decoded, a bad `%` kept): `from`, `q`, `since` (as its sort key), `limit` in
 //!   1..=100 (default 50), `offset`, and a cursor only with offset 0;
@@ -12,8 +15,10 @@
 #![no_main]
 
 use hookbox::error::Error;
+use hookbox::handlers::feed;
 use hookbox::handlers::messages::{DEFAULT_LIMIT, MAX_LIMIT, next_link, parse_query};
 use hookbox::http::{Request, percent_decode};
+use hookbox::store::feed::FeedStart;
 use hookbox::store::{Position, StoredMessage};
 use hookbox::timestamp;
 use libfuzzer_sys::fuzz_target;
@@ -36,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         "encoding is not undone"
     );
 
+    check_feed(query);
     let request = Request::new("GET", &format!("/messages?{query}"), b"");
     let (parsed, since) = match parse_query(&request) {
         Ok(parsed) => parsed,
@@ -99,6 +105,31 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(followed.after, Some(position));
 });
+
+fn check_feed(query: &str) {
+    let request = Request::new("GET", &format!("/feed?{query}"), b"");
+    let (parsed, asked, wait) = match feed::parse_query(&request) {
+        Ok(parsed) => parsed,
+        Err(Error::Unprocessable(problems)) => {
+            assert!(!problems.is_empty());
+            return;
+        }
+        Err(other) => panic!("a /feed query string gave {other:?}"),
+    };
+    let param = |name: &str| last_value(query, name);
+    assert!((1..=feed::MAX_LIMIT).contains(&parsed.limit));
+    assert!(wait.as_secs() <= feed::MAX_WAIT_SECS);
+    assert_eq!(parsed.from, param("from"));
+    match (param("after").as_deref(), parsed.start) {
+        (None, FeedStart::Oldest) | (Some("now"), FeedStart::End) => assert!(asked.is_none()),
+        (Some(token), FeedStart::After(position)) => {
+            let (store_id, at) = asked.expect("a token's store");
+            assert_eq!(at, position);
+            assert_eq!(feed::encode_token(&store_id, position), token);
+        }
+        (after, start) => panic!("after={after:?} gave {start:?}"),
+    }
+}
 
 /// `%XX` decoded (either case), anything else as is.
 fn decode(raw: &str) -> Vec<u8> {

@@ -11,13 +11,24 @@ mod concurrency;
 mod conn;
 mod edges;
 mod export;
+mod feed;
 mod growth;
 mod hostile;
 mod index_state;
 mod messages;
 mod migration;
 mod ops;
+mod packaging;
+#[cfg(feature = "postgres")]
+mod pg_proxy;
+#[cfg(feature = "postgres")]
+mod pg_rows;
+#[cfg(feature = "postgres")]
+mod pg_stall;
+#[cfg(feature = "postgres")]
+mod pg_tls;
 mod pipeline;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod properties;
 mod retention;
@@ -29,4 +40,5 @@ mod stats;
 mod storage;
 mod store_model;
 mod text_index;
+mod unmatchable;
 mod webhook;
