@@ -495,7 +495,11 @@ fn three_instances_ingesting_and_purging_at_once_keep_the_aggregates_exact() {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(purged + left as f64, created, "purged {purged}, left {left}");
+    assert_eq!(
+        purged + left as f64,
+        created,
+        "purged {purged}, left {left}"
+    );
     assert!(purged > 0.0);
     // Stop the servers so nothing moves while the aggregates are recounted.
     drop(servers);
