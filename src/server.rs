@@ -66,6 +66,8 @@ pub struct ServerHandle {
     lanes: [Receiver<Job>; 2],
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
+    /// Stopped at shutdown, which answers long-polling feeds at once.
+    feed: crate::feed::Watcher,
     failure: Receiver<String>,
     grace: Duration,
 }
@@ -94,6 +96,7 @@ impl ServerHandle {
             return;
         };
         serving.stop();
+        self.feed.stop();
         if !serving.wait_closed(self.grace.mul_f32(0.6)) {
             log::warn!(
                 open = serving.open_connections();
@@ -150,6 +153,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         }
         other => other.map_err(database_error)?,
     }
+    // The feed watcher's own connection (commits made by other instances or processes).
+    let watcher_store = Store::open(&config).map_err(database_error)?;
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -203,11 +208,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let (fast, fast_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (query, query_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let feed = crate::feed::Watcher::start(watcher_store, config.feed_watch_every);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
+        feed: feed.notifier(),
     });
     let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store, worker::pass_on);
     let workers = connections
@@ -254,6 +261,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         lanes: [fast_jobs, query_jobs],
         workers,
         writer: Some(writer_thread),
+        feed,
         failure,
         grace,
     })
@@ -358,7 +366,7 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
                 let busy =
                     Error::Unavailable("too many answers waiting for their clients, retry later");
                 worker::finish(shared, pending, None, Err(busy));
-                return respond(shared, response, &request_id, None);
+                return respond(shared, lanes, response, &request_id, None);
             }
             shared.metrics.queue_depth.inc();
             let job = Job {
@@ -376,7 +384,7 @@ fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
             }
         }
     }
-    respond(shared, response, &request_id, commit_wait)
+    respond(shared, lanes, response, &request_id, commit_wait)
 }
 
 /// What answering a webhook at its commit deadline needs.
@@ -420,12 +428,14 @@ impl CommitWait {
 /// (`Observer::answered`).
 fn respond(
     shared: &Shared,
+    lanes: &Lanes,
     answers: Receiver<Answer>,
     request_id: &str,
     mut commit_wait: Option<CommitWait>,
 ) -> Outgoing {
-    // Every job is answered by a worker or, for a stored message, here; it is dropped unanswered
-    // only by a bug caught in a worker or the writer (then: 500), or at the end of a shutdown.
+    // Every job is answered by a worker or here (a stored message, a feed's wait); it is dropped
+    // unanswered only by a bug caught in a worker or the writer (then: 500), or at shutdown's end.
+    let mut wait_until = None;
     let response = loop {
         let answer = match &commit_wait {
             None => answers.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -435,6 +445,10 @@ fn respond(
             (Ok(Answer::Ready(response)), _) => break response,
             (Ok(Answer::Stored(completion)), wait) => {
                 worker::complete(shared, completion);
+                commit_wait = wait;
+            }
+            (Ok(Answer::Wait(parked)), wait) => {
+                worker::park(shared, &lanes.query, *parked, &mut wait_until);
                 commit_wait = wait;
             }
             (Err(RecvTimeoutError::Timeout), Some(wait)) => break wait.expire(shared),

@@ -15,7 +15,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select_biased};
 
 use crate::config::KeySlot;
 use crate::error::Error;
-use crate::handlers::{Context, Handler, Reply, WebhookNote, webhook};
+use crate::feed::Woke;
+use crate::handlers::{Context, Handler, Reply, WebhookNote, feed, webhook};
 use crate::http::{self, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
 use crate::metrics::{Queue, Source, WebhookResult};
@@ -58,6 +59,14 @@ pub enum Answer {
     /// The writer's outcome for a webhook's messages: the connection thread answers it with
     /// `complete`, so a commit wakes no worker.
     Stored(Completion<Token>),
+    /// A feed with nothing new yet: the connection thread waits (`park`), then queues it again.
+    Wait(Box<Parked>),
+}
+
+/// A feed request waiting on its connection thread for a commit.
+pub struct Parked {
+    pub job: Job,
+    pub wait: Box<feed::Wait>,
 }
 
 /// Hands a completion from the writer to its connection thread (never blocks).
@@ -138,6 +147,28 @@ pub fn complete(shared: &Shared, completion: Completion<Token>) {
     finish(shared, token.pending, Some(note), response);
 }
 
+/// Waits for a commit on the connection thread, within `until` (the first wait's deadline, kept
+/// across the re-queries of one request), then queues the request again on `lane`, continuing
+/// after the empty page's `next`; at the deadline, or at shutdown, answers that empty page.
+pub fn park(shared: &Shared, lane: &Sender<Job>, parked: Parked, until: &mut Option<Instant>) {
+    let Parked { mut job, wait } = parked;
+    let until = *until.get_or_insert(job.pending.received + wait.wait);
+    shared.metrics.feed_waiters.inc();
+    let woke = shared.feed.wait(wait.seen, until);
+    shared.metrics.feed_waiters.dec();
+    if woke != Woke::Changed {
+        return finish(shared, job.pending, None, Ok(wait.empty));
+    }
+    job.request.query = Some(wait.retry_query);
+    shared.metrics.queue_depth.inc();
+    if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = lane.try_send(job) {
+        shared.metrics.queue_depth.dec();
+        shared.metrics.observe_shed(Queue::Workers);
+        let busy = Error::Unavailable("server busy, retry later");
+        finish(shared, job.pending, None, Err(busy));
+    }
+}
+
 /// The log line of stored messages: the first id, and their number when there are several.
 fn stored_note(source: Source, result: WebhookResult, mut ids: Vec<String>) -> WebhookNote {
     let messages = (ids.len() > 1).then_some(ids.len());
@@ -168,6 +199,7 @@ fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Token>, job: Job) 
         metrics: &shared.metrics,
         storage: &shared.storage,
         store,
+        feed: &shared.feed,
         webhook: None,
     };
     let result = match call(handler, &mut ctx, &request) {
@@ -194,6 +226,17 @@ fn handle(shared: &Shared, store: &mut Store, writer: &Writer<Token>, job: Job) 
                 finish(shared, token.pending, Some(note), Err(busy));
             }
             return; // Answered once the message is committed.
+        }
+        Ok(Reply::Wait(wait)) => {
+            let reply = pending.reply.clone();
+            let job = Job {
+                request,
+                handler,
+                pending,
+            };
+            // The slot is free: this request has no other answer yet.
+            let _ = reply.try_send(Answer::Wait(Box::new(Parked { job, wait })));
+            return; // Answered by its connection thread, or by a worker after the next commit.
         }
         Ok(Reply::Now(response)) => Ok(response),
         Err(error) => Err(error),
@@ -300,6 +343,7 @@ mod tests {
             metrics: &metrics,
             storage: &storage,
             store: &mut store,
+            feed: &crate::feed::Notifier::default(),
             webhook: None,
         };
         let request = http::Request::new("GET", "/", b"");

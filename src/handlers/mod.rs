@@ -4,6 +4,7 @@
 //! never write logs or metrics themselves: the worker does that once per request, from what the
 //! handler returns and from the note the webhook handler leaves in the context.
 
+pub mod feed;
 pub mod health;
 pub mod messages;
 pub mod openapi;
@@ -30,6 +31,8 @@ pub enum Reply {
     Now(Response),
     /// Store these messages, all in one commit; the writer answers once it is durable.
     Store(Delivery),
+    /// Nothing to answer yet: the connection thread waits for a commit, then asks again.
+    Wait(Box<feed::Wait>),
 }
 
 /// Verified, validated messages, and what their answer and log line say about the request.
@@ -52,6 +55,8 @@ pub struct Context<'a> {
     pub metrics: &'a Metrics,
     pub storage: &'a StorageHealth,
     pub store: &'a mut Store,
+    /// What a long-polling feed waits on (its generation is taken before the read).
+    pub feed: &'a crate::feed::Notifier,
     /// Set by the webhook handler when it refuses a request: what the log line and
     /// `webhook_requests_total` report. (Stored messages are reported by the writer.)
     pub webhook: Option<WebhookNote>,
