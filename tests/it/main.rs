@@ -4,6 +4,9 @@
 
 mod support;
 
+mod attack_auth;
+mod attack_queries;
+mod attack_senders;
 mod auth;
 mod binary;
 mod commit_timeout;
