@@ -60,8 +60,7 @@ fn remove(path: &std::path::Path) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&[capacity, limit], input)) = data.split_first_chunk::<2>().map(|(a, b)| (a, b))
-    else {
+    let Some((&[capacity, limit], input)) = data.split_first_chunk::<2>() else {
         return;
     };
     let capacity = usize::from(capacity % 64) + 1;
