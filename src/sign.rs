@@ -234,6 +234,9 @@ mod tests {
         assert_eq!(args(&["-", "-"]), Err("-".to_owned()));
         assert_eq!(args(&["-", "m.json"]), Err("m.json".to_owned()));
         assert_eq!(args(&["m.json", "-"]), Err("-".to_owned()));
-        assert_eq!(args(&["--standard", "--standard"]), Err("--standard".to_owned()));
+        assert_eq!(
+            args(&["--standard", "--standard"]),
+            Err("--standard".to_owned())
+        );
     }
 }

@@ -94,7 +94,9 @@ fn every_route_is_documented_and_every_documented_operation_routes() {
 #[test]
 fn the_locked_routes_and_only_they_document_the_bearer_token_and_its_401() {
     let document: Value = serde_json::from_slice(&committed()).unwrap();
-    let schemes = document["components"]["securitySchemes"].as_object().unwrap();
+    let schemes = document["components"]["securitySchemes"]
+        .as_object()
+        .unwrap();
     let bearer: Vec<&String> = schemes
         .iter()
         .filter(|(_, scheme)| scheme["type"] == "http" && scheme["scheme"] == "bearer")
