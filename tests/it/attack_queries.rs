@@ -100,7 +100,10 @@ fn next_links_walk_nul_ids_and_a_nul_search_exactly_once() {
     let by_offset: Vec<String> = (0..ids.len())
         .map(|offset| {
             let page = server.get(&format!("/messages?q=%00&limit=1&offset={offset}"));
-            page.json()["data"][0]["message_id"].as_str().unwrap().to_owned()
+            page.json()["data"][0]["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         })
         .collect();
     let mut expected: Vec<String> = ids.iter().map(|id| id.to_string()).collect();

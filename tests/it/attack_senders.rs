@@ -321,3 +321,51 @@ fn standard_webhooks_headers_that_lie_are_401_never_a_5xx() {
     assert_eq!(ids(&server), vec!["std-1".to_owned()]);
     assert_eq!(stored(&server)[0]["text"], "a\u{0}");
 }
+
+/// A Standard Webhooks sender that lost one of its three headers is refused as a Standard
+/// request (401, counted `standard`), not sent to our own scheme, which on a server without
+/// `WEBHOOK_SECRET` answered 503 "not configured": a retry signal for a request that can never
+/// succeed.
+#[test]
+fn standard_webhooks_with_a_header_missing_is_401_not_503() {
+    let server = TestServer::start_with(|config| {
+        config.webhook_secret = None;
+        config.senders.standard = Some(Keys::new(standard_secret(WHSEC).unwrap(), None));
+    });
+    let key = standard_secret(WHSEC).unwrap();
+    let body = crate::support::message("std-2", "+1", "2025-01-15T10:00:00Z", None);
+    let body = body.as_bytes();
+    let now = now().to_string();
+    let signature = standard::sign(&key, "msg_2", now.parse().unwrap(), body);
+    let all = [
+        ("webhook-id", "msg_2"),
+        ("webhook-timestamp", now.as_str()),
+        ("webhook-signature", signature.as_str()),
+    ];
+    for missing in 0..all.len() {
+        let headers: Vec<(&str, &str)> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != missing)
+            .map(|(_, header)| *header)
+            .collect();
+        let resp = server.send("POST", "/webhook", &headers, body);
+        assert_eq!(
+            resp.status,
+            401,
+            "without {}: {}",
+            all[missing].0,
+            resp.text()
+        );
+    }
+    assert_eq!(
+        server
+            .metric(
+                r#"hookbox_webhook_requests_total{result="invalid_signature",source="standard"}"#
+            )
+            .unwrap_or(0.0),
+        3.0
+    );
+    let resp = server.send("POST", "/webhook", &all, body);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
