@@ -10,6 +10,7 @@
 
 mod export;
 mod import;
+mod sign;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -37,7 +38,7 @@ pub enum Command {
     /// `import [FILE|-]`: `None` or `-` reads stdin.
     Import(Option<String>),
     /// `sign [--standard] [FILE|-]` (see `sign`).
-    Sign(crate::sign::SignArgs),
+    Sign(sign::SignArgs),
 }
 
 /// Whose help to print.
@@ -132,7 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [path] => Ok(Command::Import(Some(path.clone()))),
             [_, extra, ..] => Err(unexpected(extra, "import ")),
         },
-        "sign" => crate::sign::parse_args(rest)
+        "sign" => sign::parse_args(rest)
             .map(Command::Sign)
             .map_err(|arg| unexpected(&arg, "sign ")),
         other => Err(unexpected(other, "")),
@@ -165,7 +166,7 @@ pub fn help(topic: Topic) -> &'static str {
         Topic::Healthcheck => HEALTHCHECK_HELP,
         Topic::Export => EXPORT_HELP,
         Topic::Import => IMPORT_HELP,
-        Topic::Sign => crate::sign::HELP,
+        Topic::Sign => sign::HELP,
     }
 }
 
@@ -261,7 +262,7 @@ pub fn run(config: &Config, command: &Command) -> ExitCode {
             "export --follow",
             crate::follow::run(config, args).map(|()| true),
         ),
-        Command::Sign(args) => ("sign", crate::sign::run(config, args).map(|()| true)),
+        Command::Sign(args) => ("sign", sign::run(config, args).map(|()| true)),
         Command::Import(path) => (
             "import",
             import::run(config, path.as_deref())

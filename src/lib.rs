@@ -26,7 +26,6 @@ pub mod problem;
 pub mod response;
 pub mod router;
 pub mod server;
-pub mod sign;
 pub mod signature;
 pub mod state;
 pub mod store;

@@ -37,7 +37,7 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
 
     let body = message("old-key-1", FROM, TS, Some("signed the old way"));
     let old = hookbox::signature::sign_hex(OLD_SECRET.as_bytes(), body.as_bytes());
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook",
@@ -52,7 +52,7 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
         {"from": "16505551234", "id": "wamid.L2", "timestamp": "1749416384", "type": "text",
          "text": {"body": "second secret words"}}
     ]));
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook/whatsapp",
@@ -68,7 +68,7 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
         {"from": "not digits", "id": "wamid.L3", "timestamp": "1749416385", "type": "text",
          "text": {"body": "never logged words"}}
     ]));
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook/whatsapp",

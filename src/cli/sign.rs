@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::CliError;
+use super::CliError;
 use crate::config::Config;
 use crate::signature::{self, standard};
 
