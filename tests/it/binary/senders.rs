@@ -190,7 +190,7 @@ fn an_over_long_twilio_message_sid_is_logged_cut_to_the_cap() {
         &params,
     );
     let body = format!("MessageSid={sid}&From=%2B14155550100&To=%2B14155550199");
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook/twilio",
