@@ -9,6 +9,7 @@
 //! invalid import lines); 2 bad arguments or configuration.
 
 mod export;
+mod follow;
 mod import;
 mod sign;
 
@@ -34,7 +35,7 @@ pub enum Command {
     Healthcheck,
     Export(ExportArgs),
     /// `export --follow …`: the feed, continuing as messages arrive.
-    Follow(crate::follow::FollowArgs),
+    Follow(follow::FollowArgs),
     /// `import [FILE|-]`: `None` or `-` reads stdin.
     Import(Option<String>),
     /// `sign [--standard] [FILE|-]` (see `sign`).
@@ -122,9 +123,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [] => Ok(Command::Healthcheck),
             [extra, ..] => Err(unexpected(extra, "healthcheck ")),
         },
-        "export" if crate::follow::asked(rest) => {
-            crate::follow::parse_args(rest).map(Command::Follow)
-        }
+        "export" if follow::asked(rest) => follow::parse_args(rest).map(Command::Follow),
         "export" => export::parse_args(rest).map(Command::Export),
         "import" => match rest {
             [] => Ok(Command::Import(None)),
@@ -258,10 +257,7 @@ pub fn run(config: &Config, command: &Command) -> ExitCode {
                 .map_err(CliError::Failed),
         ),
         Command::Export(args) => ("export", export::run(config, args).map(|()| true)),
-        Command::Follow(args) => (
-            "export --follow",
-            crate::follow::run(config, args).map(|()| true),
-        ),
+        Command::Follow(args) => ("export --follow", follow::run(config, args).map(|()| true)),
         Command::Sign(args) => ("sign", sign::run(config, args).map(|()| true)),
         Command::Import(path) => (
             "import",

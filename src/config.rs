@@ -145,6 +145,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How often, while a `/feed` waits, the feed's watcher reads the newest position another
+/// instance may have committed (a short poll: the cross-instance wake-up is at most this late).
+pub const FEED_WATCH_EVERY: Duration = Duration::from_millis(200);
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///hookbox.db";
 
 /// Each open connection costs one thread (a 128 KiB stack reserved, of which a few KiB are
@@ -272,7 +276,7 @@ impl Config {
                 },
             },
             text_index_catch_up: true,
-            feed_watch_every: crate::feed::WATCH_EVERY,
+            feed_watch_every: FEED_WATCH_EVERY,
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,

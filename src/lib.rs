@@ -14,7 +14,6 @@ pub mod conn;
 pub mod cursor;
 pub mod error;
 pub mod feed;
-pub mod follow;
 pub mod handlers;
 pub mod healthcheck;
 pub mod http;
