@@ -369,3 +369,69 @@ fn standard_webhooks_with_a_header_missing_is_401_not_503() {
     let resp = server.send("POST", "/webhook", &all, body);
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
+
+/// The URL Twilio signs, spelled the ways an operator and Twilio may disagree on: the default
+/// port present on one side only, a query with percent-escapes (signed as sent, not decoded).
+/// Each verifies; a query changed by one byte does not.
+#[test]
+fn twilio_urls_with_and_without_the_default_port_and_an_escaped_query_verify() {
+    let params = [
+        ("MessageSid", "SMport"),
+        ("From", "+14155550100"),
+        ("To", "+14155550199"),
+    ];
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let target = "/webhook/twilio?tag=%41b%20c&x=1";
+    for (configured, signed, status) in [
+        (
+            "https://hooks.example.com:443",
+            "https://hooks.example.com",
+            200,
+        ),
+        (
+            "https://hooks.example.com",
+            "https://hooks.example.com:443",
+            200,
+        ),
+        (
+            "http://hooks.example.com:8080",
+            "http://hooks.example.com:8080",
+            200,
+        ),
+        (
+            "https://hooks.example.com",
+            "https://hooks.example.com:8443",
+            403,
+        ),
+        ("https://hooks.example.com", "http://hooks.example.com", 403),
+    ] {
+        let server = TestServer::start_with(|config| {
+            config.senders.twilio = Some(Twilio {
+                auth_token: Keys::new(TOKEN, None),
+                public_url: configured.to_owned(),
+            });
+        });
+        let signature = hookbox::signature::twilio::sign(
+            TOKEN.as_bytes(),
+            &format!("{signed}{target}"),
+            &owned,
+        );
+        let body = crate::senders_twilio::form(&params);
+        let headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", signature.as_str()),
+        ];
+        let resp = server.send("POST", target, &headers, &body);
+        assert_eq!(
+            resp.status,
+            status,
+            "{configured} vs {signed}: {}",
+            resp.text()
+        );
+        let changed = server.send("POST", "/webhook/twilio?tag=Ab%20c&x=1", &headers, &body);
+        assert_eq!(changed.status, 403, "the query is signed as sent");
+    }
+}
