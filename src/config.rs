@@ -281,7 +281,7 @@ impl Config {
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
             senders: senders::from_lookup(&get)?,
-            admin_token: get("HOOKBOX_ADMIN_TOKEN").map(Secret),
+            admin_token: senders::admin_token(get("HOOKBOX_ADMIN_TOKEN"))?,
             commit_timeout: Duration::from_secs(number(
                 &get,
                 "HOOKBOX_COMMIT_TIMEOUT_SECS",

@@ -151,7 +151,13 @@ pub fn access(line: &AccessLine<'_>) {
     };
     let path = truncate(line.path, MAX_LOGGED_PATH);
     let latency_ms = (line.latency_ms * 1000.0).round() / 1000.0;
-    let message_id = line.webhook.as_ref().and_then(|w| w.message_id);
+    // Cut to the longest id a message may have: a sender's id past the cap (refused, 422)
+    // must not become a long log line either.
+    let message_id = line
+        .webhook
+        .as_ref()
+        .and_then(|w| w.message_id)
+        .map(|id| truncate(id, crate::message::MAX_MESSAGE_ID_BYTES));
     let dup = line
         .webhook
         .as_ref()

@@ -145,6 +145,27 @@ fn parse_postgres(url: &str) -> Result<Database, String> {
             "{} names no database; add it after the host: postgres://user@host:5432/DBNAME",
             redact_url(url)
         )),
+        // PostgreSQL's startup message is NUL-terminated strings: a NUL in one of them is never
+        // sent (the connection failed as if the server were silent, retried for ever), so refuse
+        // it here, once.
+        Ok(config)
+            if [
+                config.get_user().map(str::as_bytes),
+                config.get_password(),
+                config.get_dbname().map(str::as_bytes),
+                config.get_application_name().map(str::as_bytes),
+                config.get_options().map(str::as_bytes),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|value| value.contains(&0)) =>
+        {
+            Err(format!(
+                "{} holds a NUL (%00) in its user, password, database name or options, which \
+                 PostgreSQL cannot take",
+                redact_url(url)
+            ))
+        }
         Ok(_) => Ok(Database::Postgres(url.to_owned())),
         // The parser's message never quotes the URL back, so no password reaches the log.
         Err(error) => Err(format!("{}: {error}", redact_url(url))),
@@ -269,6 +290,10 @@ mod tests {
                 "postgres://u@h/db?sslmode=require&sslrootcert=system",
                 "verify-full",
             ),
+            ("postgres://u:hunter2@h/d%00b", "NUL"),
+            ("postgres://u%00:hunter2@h/db", "NUL"),
+            ("postgres://u:hunt%00er2@h/db", "NUL"),
+            ("postgres://u:hunter2@h/db?application_name=a%00", "NUL"),
         ] {
             if cfg!(not(feature = "postgres")) && bad.starts_with("postgres") {
                 continue; // Refused as a build without PostgreSQL, tested below.

@@ -175,6 +175,20 @@ pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Sende
     })
 }
 
+/// `HOOKBOX_ADMIN_TOKEN`. Whitespace around it is refused rather than kept: `auth` trims what a
+/// client presents (as RFC 9110 allows around a header value), so a token ending in a space,
+/// often a stray one from an env file, could never be presented and would lock the reads for good.
+pub(super) fn admin_token(raw: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    match raw {
+        Some(token) if token.trim() != token => Err(ConfigError {
+            variable: "HOOKBOX_ADMIN_TOKEN",
+            reason: "has leading or trailing whitespace, which no Authorization header can carry"
+                .to_owned(),
+        }),
+        other => Ok(other.map(Secret::new)),
+    }
+}
+
 /// A key and its `_PREVIOUS`, each read by `read` (which names the variable in its error).
 fn keys(
     [name, previous_name]: [&'static str; 2],
@@ -263,6 +277,10 @@ mod tests {
             ("HOOKBOX_PUBLIC_URL", "hooks.example.com"),
             ("HOOKBOX_WEBHOOK_SECRET_PREVIOUS", "old"),
             ("HOOKBOX_TWILIO_AUTH_TOKEN_PREVIOUS", "old"),
+            ("HOOKBOX_ADMIN_TOKEN", "token "),
+            ("HOOKBOX_ADMIN_TOKEN", " token"),
+            ("HOOKBOX_ADMIN_TOKEN", " "),
+            ("HOOKBOX_ADMIN_TOKEN", "token\n"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

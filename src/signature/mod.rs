@@ -11,7 +11,7 @@ pub mod standard;
 pub mod twilio;
 
 use hmac::{KeyInit, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{KeySlot, Keys};
@@ -26,6 +26,15 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     };
     let expected = digest(secret, body);
     expected.ct_eq(&provided).into()
+}
+
+/// Whether `given` is the shared secret `expected` (an admin or verify token), in constant time:
+/// SHA-256 digests are compared, so neither the bytes nor the length of the secret show in how
+/// long a refusal takes (comparing the slices directly stops at a length mismatch).
+pub fn same_secret(expected: &[u8], given: &[u8]) -> bool {
+    Sha256::digest(expected)
+        .ct_eq(&Sha256::digest(given))
+        .into()
 }
 
 /// `verify` with each key of a rotation; which one matched.
@@ -77,6 +86,21 @@ fn hex_value(byte: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_secret_is_exact_at_any_length() {
+        assert!(same_secret(b"verify-me", b"verify-me"));
+        for given in [
+            &b""[..],
+            b"verify-m",
+            b"verify-me ",
+            b"VERIFY-ME",
+            b"verify-me\0",
+        ] {
+            assert!(!same_secret(b"verify-me", given), "{given:?}");
+        }
+        assert!(same_secret(b"", b""));
+    }
 
     #[test]
     fn known_vector() {

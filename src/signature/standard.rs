@@ -28,6 +28,8 @@ pub struct Headers<'a> {
 /// Why a Standard Webhooks request is refused (all 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// One of the three headers is missing or empty.
+    MissingHeader,
     /// `webhook-timestamp` is not whole unix seconds.
     BadTimestamp,
     /// The timestamp is further from now than the tolerance, either way: a replay, or a clock
@@ -41,6 +43,7 @@ impl Refusal {
     /// The `reason` of the log line.
     pub fn as_str(self) -> &'static str {
         match self {
+            Refusal::MissingHeader => "missing_header",
             Refusal::BadTimestamp => "bad_timestamp",
             Refusal::Stale => "timestamp_outside_tolerance",
             Refusal::Mismatch => "no_matching_signature",
@@ -56,6 +59,12 @@ pub fn verify(
     now: i64,
     tolerance: Duration,
 ) -> Result<KeySlot, Refusal> {
+    if [headers.id, headers.timestamp, headers.signature]
+        .iter()
+        .any(|value| value.trim().is_empty())
+    {
+        return Err(Refusal::MissingHeader);
+    }
     let timestamp: i64 = headers
         .timestamp
         .trim()
@@ -186,6 +195,22 @@ mod tests {
             ..headers(SIGNATURE)
         };
         assert_eq!(check(&other_ts, BODY), Err(Refusal::Mismatch));
+        // An empty id is not the id the sender signed, even with a signature over `.ts.body`.
+        let key = standard_secret(SECRET).unwrap();
+        let no_id = sign(&key, "", TIMESTAMP, BODY);
+        for (id, timestamp, signature) in [
+            ("", "1649367553", no_id.as_str()),
+            (" ", "1649367553", no_id.as_str()),
+            (ID, "", SIGNATURE),
+            (ID, "1649367553", ""),
+        ] {
+            let headers = Headers {
+                id,
+                timestamp,
+                signature,
+            };
+            assert_eq!(check(&headers, BODY), Err(Refusal::MissingHeader));
+        }
     }
 
     #[test]

@@ -321,3 +321,117 @@ fn standard_webhooks_headers_that_lie_are_401_never_a_5xx() {
     assert_eq!(ids(&server), vec!["std-1".to_owned()]);
     assert_eq!(stored(&server)[0]["text"], "a\u{0}");
 }
+
+/// A Standard Webhooks sender that lost one of its three headers is refused as a Standard
+/// request (401, counted `standard`), not sent to our own scheme, which on a server without
+/// `WEBHOOK_SECRET` answered 503 "not configured": a retry signal for a request that can never
+/// succeed.
+#[test]
+fn standard_webhooks_with_a_header_missing_is_401_not_503() {
+    let server = TestServer::start_with(|config| {
+        config.webhook_secret = None;
+        config.senders.standard = Some(Keys::new(standard_secret(WHSEC).unwrap(), None));
+    });
+    let key = standard_secret(WHSEC).unwrap();
+    let body = crate::support::message("std-2", "+1", "2025-01-15T10:00:00Z", None);
+    let body = body.as_bytes();
+    let now = now().to_string();
+    let signature = standard::sign(&key, "msg_2", now.parse().unwrap(), body);
+    let all = [
+        ("webhook-id", "msg_2"),
+        ("webhook-timestamp", now.as_str()),
+        ("webhook-signature", signature.as_str()),
+    ];
+    for missing in 0..all.len() {
+        let headers: Vec<(&str, &str)> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != missing)
+            .map(|(_, header)| *header)
+            .collect();
+        let resp = server.send("POST", "/webhook", &headers, body);
+        assert_eq!(
+            resp.status,
+            401,
+            "without {}: {}",
+            all[missing].0,
+            resp.text()
+        );
+    }
+    assert_eq!(
+        server
+            .metric(
+                r#"hookbox_webhook_requests_total{result="invalid_signature",source="standard"}"#
+            )
+            .unwrap_or(0.0),
+        3.0
+    );
+    let resp = server.send("POST", "/webhook", &all, body);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+/// The URL Twilio signs, spelled the ways an operator and Twilio may disagree on: the default
+/// port present on one side only, a query with percent-escapes (signed as sent, not decoded).
+/// Each verifies; a query changed by one byte does not.
+#[test]
+fn twilio_urls_with_and_without_the_default_port_and_an_escaped_query_verify() {
+    let params = [
+        ("MessageSid", "SMport"),
+        ("From", "+14155550100"),
+        ("To", "+14155550199"),
+    ];
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let target = "/webhook/twilio?tag=%41b%20c&x=1";
+    for (configured, signed, status) in [
+        (
+            "https://hooks.example.com:443",
+            "https://hooks.example.com",
+            200,
+        ),
+        (
+            "https://hooks.example.com",
+            "https://hooks.example.com:443",
+            200,
+        ),
+        (
+            "http://hooks.example.com:8080",
+            "http://hooks.example.com:8080",
+            200,
+        ),
+        (
+            "https://hooks.example.com",
+            "https://hooks.example.com:8443",
+            403,
+        ),
+        ("https://hooks.example.com", "http://hooks.example.com", 403),
+    ] {
+        let server = TestServer::start_with(|config| {
+            config.senders.twilio = Some(Twilio {
+                auth_token: Keys::new(TOKEN, None),
+                public_url: configured.to_owned(),
+            });
+        });
+        let signature = hookbox::signature::twilio::sign(
+            TOKEN.as_bytes(),
+            &format!("{signed}{target}"),
+            &owned,
+        );
+        let body = crate::senders_twilio::form(&params);
+        let headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", signature.as_str()),
+        ];
+        let resp = server.send("POST", target, &headers, &body);
+        assert_eq!(
+            resp.status,
+            status,
+            "{configured} vs {signed}: {}",
+            resp.text()
+        );
+        let changed = server.send("POST", "/webhook/twilio?tag=Ab%20c&x=1", &headers, &body);
+        assert_eq!(changed.status, 403, "the query is signed as sent");
+    }
+}

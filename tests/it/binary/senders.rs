@@ -168,3 +168,50 @@ fn sign_refuses_a_directory_a_missing_file_and_two_bodies() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
+
+/// A Twilio `MessageSid` of 60,000 bytes (inside the body limit) is refused (422) and logged cut
+/// to the 256 bytes an id may have, as `/webhook` logs one: a sender cannot make a 60 KB line.
+#[test]
+fn an_over_long_twilio_message_sid_is_logged_cut_to_the_cap() {
+    let dir = TempDir::new();
+    let (proc, addr) = Launch::new(dir.path())
+        .env("HOOKBOX_TWILIO_AUTH_TOKEN", "tw-token")
+        .env("HOOKBOX_PUBLIC_URL", "https://hooks.example.com")
+        .start();
+    let sid = "S".repeat(60_000);
+    let params = vec![
+        ("MessageSid".to_owned(), sid.clone()),
+        ("From".to_owned(), "+14155550100".to_owned()),
+        ("To".to_owned(), "+14155550199".to_owned()),
+    ];
+    let signature = hookbox::signature::twilio::sign(
+        b"tw-token",
+        "https://hooks.example.com/webhook/twilio",
+        &params,
+    );
+    let body = format!("MessageSid={sid}&From=%2B14155550100&To=%2B14155550199");
+    let answer = send_to(
+        addr,
+        "POST",
+        "/webhook/twilio",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &signature),
+            ("X-Request-ID", "rid-long-sid"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(answer.status, 422, "{}", answer.text());
+    let finished = proc.stop("TERM");
+    let lines = finished.json_lines();
+    let line = lines
+        .iter()
+        .find(|line| line["request_id"] == "rid-long-sid")
+        .unwrap_or_else(|| panic!("no line: {}", finished.describe()));
+    let logged = line["message_id"].as_str().unwrap();
+    assert!(
+        logged == "S".repeat(256),
+        "logged {} bytes of the id",
+        logged.len()
+    );
+}
