@@ -52,8 +52,9 @@ pub struct Pipeline {
 /// What a request's log line and metrics name, whichever way it was answered.
 struct Seen<'a> {
     route: Route,
-    method: Option<&'a str>,
-    path: Option<&'a str>,
+    /// Empty for a head that could not be parsed (the line still has the field).
+    method: &'a str,
+    path: &'a str,
     request_id: &'a str,
     received: Instant,
 }
@@ -71,8 +72,8 @@ impl Pipeline {
                 let request_id = http::next_request_id();
                 let seen = Seen {
                     route: Route::Unmatched,
-                    method: None,
-                    path: None,
+                    method: "",
+                    path: "",
                     request_id: &request_id,
                     received,
                 };
@@ -95,8 +96,8 @@ impl Pipeline {
         };
         let seen = Seen {
             route,
-            method: Some(&request.method),
-            path: Some(&request.path),
+            method: &request.method,
+            path: &request.path,
             request_id: &request.request_id,
             received,
         };
@@ -118,8 +119,8 @@ impl Pipeline {
         );
         let seen = Seen {
             route,
-            method: Some(&method),
-            path: Some(&path),
+            method: &method,
+            path: &path,
             request_id: &request_id,
             received,
         };

@@ -116,9 +116,9 @@ impl<'v> VisitValue<'v> for ValueWriter<'_> {
 /// Everything the per-request log line says.
 pub struct AccessLine<'a> {
     pub request_id: &'a str,
-    /// None for a head that could not be parsed.
-    pub method: Option<&'a str>,
-    pub path: Option<&'a str>,
+    /// Empty for a head that could not be parsed.
+    pub method: &'a str,
+    pub path: &'a str,
     pub status: u16,
     pub latency_ms: f64,
     /// Set on `/webhook` lines only.
@@ -150,7 +150,7 @@ pub fn access(line: &AccessLine<'_>) {
         400..=499 => Level::Warn,
         _ => Level::Info,
     };
-    let path = line.path.map(|path| truncate(path, MAX_LOGGED_PATH));
+    let path = truncate(line.path, MAX_LOGGED_PATH);
     let latency_ms = (line.latency_ms * 1000.0).round() / 1000.0;
     let message_id = line.webhook.as_ref().and_then(|w| w.message_id);
     let dup = line

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod answers;
 mod auth;
 mod binary;
 mod commit_timeout;
