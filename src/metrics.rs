@@ -136,7 +136,7 @@ pub struct Metrics {
     signature_keys: IntCounterVec,
     sender_events: IntCounterVec,
     latency_ms: Histogram,
-    /// Requests accepted from the listener and not yet picked up by a worker.
+    /// Requests (reads, readiness, metrics) queued for a worker and not yet picked up.
     pub queue_depth: IntGauge,
     /// Validated messages waiting for the writer.
     pub write_queue_depth: IntGauge,
@@ -162,7 +162,7 @@ pub struct Metrics {
 pub enum Queue {
     /// A lane from the connection threads to the workers (`HOOKBOX_QUEUE_CAPACITY` each).
     Workers,
-    /// The workers → writer queue (`HOOKBOX_WRITE_QUEUE_CAPACITY`).
+    /// The connection threads → writer queue (`HOOKBOX_WRITE_QUEUE_CAPACITY`).
     Writes,
     /// Not a queue: answers already held for clients that are not reading (see
     /// `state::MAX_HELD_ANSWER_BYTES`); reads are refused until they drain.
@@ -215,7 +215,7 @@ impl Metrics {
         let latency_ms = Histogram::with_opts(
             HistogramOpts::new(
                 "request_latency_ms",
-                "Time from a request being read whole to its response being handed to its connection, in milliseconds.",
+                "Time from a request's first byte to its answer being handed to its connection to write, in milliseconds.",
             )
             .buckets(LATENCY_BUCKETS_MS.to_vec()),
         )
