@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY sql ./sql
+# docs/openapi.json is built into the binary (GET /openapi.json).
+COPY docs/openapi.json ./docs/openapi.json
 RUN cargo build --release --locked \
  && mkdir -p /data
 

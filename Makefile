@@ -1,5 +1,5 @@
 # hookbox — the everyday commands. `make help` lists them.
-.PHONY: help up down logs run test test-sqlite test-postgres lint bench bench-reads bench-pg soak
+.PHONY: help up down logs run test test-sqlite test-postgres test-edge lint bench bench-reads bench-pg soak
 
 # The compose v2 plugin (`docker compose`), or else the standalone v1 `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -27,12 +27,16 @@ test-sqlite: ## the suite on SQLite (and the PostgreSQL-only tests, skipped if i
 	cargo test --locked --workspace
 
 # The same integration suite again, every server on its own throwaway PostgreSQL database.
-# postgres:: already ran, and the binary tests run the executable on SQLite files: not repeated,
+# postgres::, pg_tls:: and pg_stall:: already ran, and the binary tests run the executable on
+# SQLite files: not repeated,
 # except binary::import, which follows the suite's store.
 test-postgres: ## the integration suite on PostgreSQL (127.0.0.1:5432 or HOOKBOX_TEST_PG_URL)
-	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip postgres:: \
+	HOOKBOX_TEST_STORE=postgres cargo test --locked --test it -- --skip postgres:: --skip pg_tls:: --skip pg_stall:: \
 	  --skip binary::cli --skip binary::database_url --skip binary::export --skip binary::logs \
 	  --skip binary::signals --skip binary::startup
+
+test-edge: ## the SQLite suite on the edge build (no PostgreSQL support compiled in)
+	cargo test --locked --no-default-features --workspace
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check

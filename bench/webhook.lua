@@ -3,6 +3,8 @@
 -- request is a distinct message (a real insert); with $BENCH_REQUESTS holding a few ids that
 -- were already stored, every request is a duplicate. Several wrk processes (one per server
 -- instance) split the lines too: $BENCH_SHARD of $BENCH_SHARDS (default 0 of 1).
+-- $BENCH_PATH (default /webhook) and $BENCH_SIGNATURE_HEADER (default X-Signature, the value
+-- prefixed with $BENCH_SIGNATURE_PREFIX) let the same script post a sender's payloads.
 dofile(os.getenv("BENCH_DIR") .. "/report.lua")
 
 local counter = 0
@@ -30,11 +32,16 @@ function init(args)
   next_index = 1
 end
 
+local path = os.getenv("BENCH_PATH") or "/webhook"
+local signature_header = os.getenv("BENCH_SIGNATURE_HEADER") or "X-Signature"
+local signature_prefix = os.getenv("BENCH_SIGNATURE_PREFIX") or ""
+
 function request()
   local index = next_index
   next_index = next_index + 1
   if next_index > #bodies then next_index = 1 end
-  return wrk.format("POST", "/webhook",
-    {["Content-Type"] = "application/json", ["X-Signature"] = signatures[index]},
+  return wrk.format("POST", path,
+    {["Content-Type"] = "application/json",
+     [signature_header] = signature_prefix .. signatures[index]},
     bodies[index])
 end

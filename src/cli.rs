@@ -142,11 +142,14 @@ fn unexpected(arg: &str, command: &str) -> UsageError {
 
 /// The version line: the crate's version and the schema each store is brought to.
 pub fn version() -> String {
+    #[cfg(feature = "postgres")]
+    let postgres = format!("PostgreSQL {}", crate::store::postgres::SCHEMA_VERSION);
+    #[cfg(not(feature = "postgres"))]
+    let postgres = "no PostgreSQL in this build".to_owned();
     format!(
-        "hookbox {} (schema version: SQLite {}, PostgreSQL {})\n",
+        "hookbox {} (schema version: SQLite {}, {postgres})\n",
         env!("CARGO_PKG_VERSION"),
         crate::store::sqlite::SCHEMA_VERSION,
-        crate::store::postgres::SCHEMA_VERSION,
     )
 }
 

@@ -155,6 +155,13 @@ impl From<StoreError> for Error {
             StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
             StoreError::QueryTimeout => Error::QueryTimeout,
             StoreError::Internal(cause) => Error::Internal(format!("storage: {cause}")),
+            // What the sender sent is what cannot be stored: theirs to change, not to retry.
+            StoreError::Refused(cause) => Error::Unprocessable(vec![Problem::new(
+                "value_error",
+                &["body"],
+                format!("the store cannot hold this message: {cause}"),
+                serde_json::Value::Null,
+            )]),
         }
     }
 }

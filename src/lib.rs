@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod cursor;
 pub mod error;
 pub mod handlers;
 pub mod healthcheck;

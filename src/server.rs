@@ -130,11 +130,21 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         StartError::Database(format!("{}: {error}", config.database.describe()))
     };
     let mut writer_store = Store::open(&config).map_err(database_error)?;
-    writer_store.migrate().map_err(database_error)?;
     // Whether `q` has a text index is decided here, at the server's start, and nowhere else.
-    writer_store
-        .use_text_index(config.text_index)
-        .map_err(database_error)?;
+    let prepared = writer_store
+        .migrate()
+        .and_then(|()| writer_store.use_text_index(config.text_index));
+    match prepared {
+        // A database that does not answer yet (PostgreSQL starting, a network partition): serve
+        // 503s and not-ready until it does; the writer prepares it as soon as it answers.
+        Err(StoreError::Unavailable(why)) if writer_store.prepare_later(config.text_index) => {
+            log::warn!(
+                database:% = config.database.describe();
+                "the database does not answer; serving 503 until it does: {why}"
+            );
+        }
+        other => other.map_err(database_error)?,
+    }
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()

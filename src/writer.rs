@@ -241,26 +241,45 @@ fn commit<T>(
     shared
         .metrics
         .observe_commit(messages.len(), started.elapsed());
-    let mut inserted = match stored {
+    // Each ticket's share of the batch, in order.
+    let mut ranges = Vec::with_capacity(tickets.len());
+    let mut start = 0;
+    for (_, count) in &tickets {
+        ranges.push(start..start + count);
+        start += count;
+    }
+    let results: Vec<Result<Vec<Inserted>, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
-            Ok(inserted.into_iter())
+            let mut each = inserted.into_iter();
+            ranges
+                .iter()
+                .map(|range| Ok(each.by_ref().take(range.len()).collect()))
+                .collect()
         }
+        // One row the store cannot hold fails the whole statement: store each ticket's share
+        // on its own, so only that row's sender gets the error, and a ticket of several
+        // messages (one WhatsApp POST) is still stored whole or not at all.
+        Err(StoreError::Refused(_)) if tickets.len() > 1 => ranges
+            .iter()
+            .map(|range| store.insert_batch(&messages[range.clone()], &received_at))
+            .collect(),
         Err(error) => {
-            log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
-            shared.storage.record_failure(error.to_string());
-            Err(error)
+            if matches!(error, StoreError::Refused(_)) {
+                log::warn!("a message the store cannot hold was refused: {error}");
+            } else {
+                log::error!(batch = messages.len(); "commit failed, answering the batch with an error: {error}");
+                shared.storage.record_failure(error.to_string());
+            }
+            ranges.iter().map(|_| Err(error.clone())).collect()
         }
     };
     let mut ids = messages.into_iter().map(|message| message.message_id);
-    for (token, count) in tickets {
+    for ((token, count), stored) in tickets.into_iter().zip(results) {
         complete(Completion {
             token,
             message_ids: ids.by_ref().take(count).collect(),
-            stored: match &mut inserted {
-                Ok(each) => Ok(each.by_ref().take(count).collect()),
-                Err(error) => Err(error.clone()),
-            },
+            stored,
         });
     }
 }

@@ -125,8 +125,20 @@ fn sqlite_path(url: &str, path: &str) -> Result<Database, String> {
     Ok(Database::Sqlite(PathBuf::from(path)))
 }
 
+#[cfg(not(feature = "postgres"))]
 fn parse_postgres(url: &str) -> Result<Database, String> {
-    match url.parse::<postgres::Config>() {
+    Err(format!(
+        "{}: {}",
+        redact_url(url),
+        crate::store::NO_POSTGRES
+    ))
+}
+
+/// `sslmode`/`sslrootcert` are checked with libpq's meanings (see `store::postgres::tls`), the
+/// rest as the client library parses it.
+#[cfg(feature = "postgres")]
+fn parse_postgres(url: &str) -> Result<Database, String> {
+    match crate::store::postgres::parse_url(url) {
         // Without a name libpq (and the client) would pick the user's name: a database the
         // operator never chose. Say so instead.
         Ok(config) if config.get_dbname().is_none_or(str::is_empty) => Err(format!(
@@ -210,10 +222,13 @@ mod tests {
         ] {
             assert_eq!(parse_database_url(plain).unwrap(), sqlite(plain));
         }
+        #[cfg(feature = "postgres")]
         for url in [
             "postgres://u@h/db",
             "postgresql://u:p@127.0.0.1:5432/db?connect_timeout=5",
             "postgres:///db?host=/run/postgresql",
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            "postgres://u@h/db?sslmode=disable",
         ] {
             assert_eq!(
                 parse_database_url(url).unwrap(),
@@ -248,11 +263,28 @@ mod tests {
             ("x.db ", "spaces"),
             ("\tsqlite:///x.db", "spaces"),
             (" postgres://u:hunter2@h/db", "spaces"),
+            ("postgres://u:hunter2@h/db?sslmode=verify_full", "sslmode"),
+            ("postgres://u@h/db?sslmode=allow", "sslmode"),
+            (
+                "postgres://u@h/db?sslmode=require&sslrootcert=system",
+                "verify-full",
+            ),
         ] {
+            if cfg!(not(feature = "postgres")) && bad.starts_with("postgres") {
+                continue; // Refused as a build without PostgreSQL, tested below.
+            }
             let error = parse_database_url(bad).expect_err(bad);
             assert!(error.contains(says), "{bad:?}: {error}");
             assert!(!error.contains("hunter2"), "{bad:?}: {error}");
         }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn a_build_without_postgres_names_the_missing_feature() {
+        let error = parse_database_url("postgres://u:hunter2@h/db").unwrap_err();
+        assert!(error.contains("cargo feature `postgres`"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! A full page carries `Link: <…>; rel="next"`: the same filters and limit with an opaque `cursor`
 //! holding the page's last position, so the next page starts right after it (keyset paging: no
 //! row visited twice or skipped when rows arrive between pages, and no cost growing with depth).
-//! The cursor codec is store-agnostic: it encodes a `Position`, which both stores order alike, and
-//! a tag of the query it was made for, so it continues only that query.
+//! The cursor (`cursor.rs`) holds a `Position`, which both stores order alike, and a tag of the
+//! query it was made for, so it continues only that query.
 //!
 //! A query no stored row can match (a `from` that is not a storable number) is answered here
 //! with an empty page, without asking the store: PostgreSQL refuses such values (U+0000) outright.
@@ -16,8 +16,8 @@ use super::{Context, Reply, read};
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::problem::Problem;
-use sha2::{Digest, Sha256};
 
+use crate::cursor;
 use crate::message;
 use crate::store::{self, ListQuery, Position, StoredMessage};
 use crate::timestamp;
@@ -90,7 +90,7 @@ fn next_link(query: &ListQuery, since: Option<&str>, last: &StoredMessage) -> Op
             link.push_str(&format!("&{name}={}", percent_encode(value)));
         }
     }
-    link.push_str(&format!("&cursor={}", encode_cursor(&position, query)));
+    link.push_str(&format!("&cursor={}", cursor::encode(&position, query)));
     Some(link)
 }
 
@@ -105,119 +105,6 @@ fn percent_encode(value: &str) -> String {
         }
     }
     encoded
-}
-
-/// Marks the cursor format; a change of format changes it, so old cursors are refused cleanly.
-/// (`c1` cursors carried no query tag.)
-const CURSOR_VERSION: &[u8] = b"c2";
-/// Bytes of the query tag inside a cursor.
-const CURSOR_TAG: usize = 8;
-/// Bytes of SHA-256 over the payload that end a cursor: garbled cursors fail it.
-const CURSOR_CHECK: usize = 8;
-
-/// Why a `cursor` parameter is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CursorProblem {
-    /// Not one of ours: not hex, garbled, another format, or a position no page ends on.
-    NotOurs,
-    /// One of ours, made for a query with another `from`, `since`, `q` or `limit`.
-    OtherQuery,
-}
-
-impl CursorProblem {
-    fn message(self) -> &'static str {
-        match self {
-            CursorProblem::NotOurs => "Input should be a cursor from a Link header of this service",
-            CursorProblem::OtherQuery => {
-                "This cursor continues another query: keep the from, since, q and limit of the \
-                 Link it came from"
-            }
-        }
-    }
-}
-
-/// Hex of `c2`, the query's tag, `ts_key \n message_id`, and a check over all of it. Opaque to
-/// clients; not a secret: a forged cursor is only a position, and is refused unless it is one a
-/// page could end on, for the query it is sent with.
-pub fn encode_cursor(position: &Position, query: &ListQuery) -> String {
-    let mut bytes = cursor_payload(position, &query_tag(query));
-    let check = Sha256::digest(&bytes);
-    bytes.extend_from_slice(&check[..CURSOR_CHECK]);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// The position in a cursor of ours made for `query` (whose `after` is ignored).
-pub fn decode_cursor(cursor: &str, query: &ListQuery) -> Result<Position, CursorProblem> {
-    let not_ours = CursorProblem::NotOurs;
-    if cursor.len() % 2 != 0 || !cursor.is_ascii() {
-        return Err(not_ours);
-    }
-    let bytes: Vec<u8> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16).ok())
-        .collect::<Option<_>>()
-        .ok_or(not_ours)?;
-    let split = bytes.len().checked_sub(CURSOR_CHECK).ok_or(not_ours)?;
-    let (payload, check) = bytes.split_at(split);
-    if Sha256::digest(payload)[..CURSOR_CHECK] != *check {
-        return Err(not_ours);
-    }
-    let rest = payload.strip_prefix(CURSOR_VERSION).ok_or(not_ours)?;
-    if rest.len() < CURSOR_TAG {
-        return Err(not_ours);
-    }
-    let (tag, rest) = rest.split_at(CURSOR_TAG);
-    if *tag != query_tag(query) {
-        return Err(CursorProblem::OtherQuery);
-    }
-    let split = rest
-        .iter()
-        .position(|&byte| byte == b'\n')
-        .ok_or(not_ours)?;
-    let position = Position {
-        ts_key: String::from_utf8(rest[..split].to_vec()).map_err(|_| not_ours)?,
-        message_id: String::from_utf8(rest[split + 1..].to_vec()).map_err(|_| not_ours)?,
-    };
-    // Only a sort key as `timestamp::sort_key` writes it (no `Z`, no trailing zeros, no U+0000)
-    // is a position a page can end on; and only our own spelling of it (lowercase hex) is ours.
-    let is_sort_key = timestamp::sort_key(&format!("{}Z", position.ts_key))
-        .is_some_and(|key| key == position.ts_key);
-    if !is_sort_key || encode_cursor(&position, query) != cursor {
-        return Err(not_ours);
-    }
-    Ok(position)
-}
-
-fn cursor_payload(position: &Position, tag: &[u8; CURSOR_TAG]) -> Vec<u8> {
-    let mut bytes = CURSOR_VERSION.to_vec();
-    bytes.extend_from_slice(tag);
-    bytes.extend_from_slice(position.ts_key.as_bytes());
-    bytes.push(b'\n');
-    bytes.extend_from_slice(position.message_id.as_bytes());
-    bytes
-}
-
-/// What binds a cursor to its query: SHA-256 over the filters and limit (`since` as its sort key,
-/// so two spellings of one instant are one query), each field length-prefixed so no two queries
-/// share an encoding. The same on every instance and store, so a next link from one instance is
-/// followed on another.
-fn query_tag(query: &ListQuery) -> [u8; CURSOR_TAG] {
-    let mut hash = Sha256::new();
-    hash.update(b"hookbox /messages cursor scope\n");
-    for field in [&query.from, &query.since_key, &query.text] {
-        match field {
-            None => hash.update([0]),
-            Some(value) => {
-                hash.update([1]);
-                hash.update((value.len() as u64).to_be_bytes());
-                hash.update(value.as_bytes());
-            }
-        }
-    }
-    hash.update(query.limit.to_be_bytes());
-    let mut tag = [0; CURSOR_TAG];
-    tag.copy_from_slice(&hash.finalize()[..CURSOR_TAG]);
-    tag
 }
 
 /// Reads and checks every parameter, reporting all problems at once (FastAPI's way). Also
@@ -246,7 +133,7 @@ fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> 
         let refused = if offset != 0 {
             Some("A cursor continues a page; it cannot be combined with a non-zero offset")
         } else {
-            match decode_cursor(&cursor, &query) {
+            match cursor::decode(&cursor, &query) {
                 Ok(position) => {
                     query.after = Some(position);
                     None
@@ -332,6 +219,7 @@ fn integer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cursor::{Refused, decode as decode_cursor, encode as encode_cursor};
 
     fn query(target: &str) -> Result<ListQuery, Vec<Value>> {
         parse_query(&Request::new("GET", target, b""))
@@ -424,11 +312,7 @@ mod tests {
             let problems = query(&format!("/messages?cursor={bad}")).unwrap_err();
             assert_eq!(problems.len(), 1, "{bad}");
             assert_eq!(problems[0]["loc"], json!(["query", "cursor"]), "{bad}");
-            assert_eq!(
-                problems[0]["msg"],
-                CursorProblem::NotOurs.message(),
-                "{bad}"
-            );
+            assert_eq!(problems[0]["msg"], Refused::NotOurs.message(), "{bad}");
         }
         let problems = query(&format!("/messages?cursor={cursor}&offset=1")).unwrap_err();
         assert_eq!(problems[0]["loc"], json!(["query", "cursor"]));
@@ -464,11 +348,7 @@ mod tests {
             let problems = query(&format!("/messages?{other}&cursor={cursor}")).unwrap_err();
             assert_eq!(problems.len(), 1, "{other}");
             assert_eq!(problems[0]["loc"], json!(["query", "cursor"]), "{other}");
-            assert_eq!(
-                problems[0]["msg"],
-                CursorProblem::OtherQuery.message(),
-                "{other}"
-            );
+            assert_eq!(problems[0]["msg"], Refused::OtherQuery.message(), "{other}");
         }
     }
 

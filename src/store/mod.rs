@@ -5,6 +5,7 @@
 //! writer owns one (writes); there is no pool.
 
 mod options;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 mod upkeep;
@@ -19,10 +20,15 @@ use crate::timestamp;
 pub use options::{PostgresOptions, SqliteOptions, StoreOptions};
 pub use upkeep::{Maintained, Moment, Upkeep};
 
+/// What a build without the `postgres` cargo feature says about a `postgres://` URL.
+pub const NO_POSTGRES: &str =
+    "this hookbox was built without PostgreSQL support (cargo feature `postgres`)";
+
 /// One connection to the configured store.
 pub enum Store {
     Sqlite(sqlite::Sqlite),
     /// Boxed: its connection settings are large, and a `Store` moves into every worker.
+    #[cfg(feature = "postgres")]
     Postgres(Box<postgres::Postgres>),
 }
 
@@ -35,6 +41,10 @@ pub enum StoreError {
     Unavailable(String),
     /// A read ran past `HOOKBOX_QUERY_TIMEOUT_MS` and was stopped.
     QueryTimeout,
+    /// The store cannot hold a row of the batch (a value past an index's size limit, or one
+    /// the database refuses): retrying will not help. The writer then stores the batch row by
+    /// row, so only that row's sender hears of it.
+    Refused(String),
     /// A bug or corruption.
     Internal(String),
 }
@@ -44,6 +54,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Unavailable(cause) => write!(f, "store unavailable: {cause}"),
             StoreError::QueryTimeout => f.write_str("query stopped at the query timeout"),
+            StoreError::Refused(cause) => write!(f, "the store cannot hold this row: {cause}"),
             StoreError::Internal(cause) => write!(f, "store error: {cause}"),
         }
     }
@@ -155,9 +166,12 @@ impl Store {
     pub fn open_with(options: &StoreOptions) -> Result<Store, StoreError> {
         match options {
             StoreOptions::Sqlite(options) => sqlite::Sqlite::open(options).map(Store::Sqlite),
+            #[cfg(feature = "postgres")]
             StoreOptions::Postgres(options) => {
                 postgres::Postgres::open(options).map(|store| Store::Postgres(Box::new(store)))
             }
+            #[cfg(not(feature = "postgres"))]
+            StoreOptions::Postgres(_) => Err(StoreError::Internal(NO_POSTGRES.to_owned())),
         }
     }
 
@@ -176,6 +190,7 @@ impl Store {
     pub fn schema_version(&self) -> i64 {
         match self {
             Store::Sqlite(_) => sqlite::SCHEMA_VERSION,
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => postgres::SCHEMA_VERSION,
         }
     }
@@ -184,6 +199,7 @@ impl Store {
     pub fn stored_schema_version(&mut self) -> Result<i64, StoreError> {
         match self {
             Store::Sqlite(store) => store.stored_schema_version(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.stored_schema_version(),
         }
     }
@@ -195,6 +211,7 @@ impl Store {
         refuse_newer(current, self.schema_version())?;
         match self {
             Store::Sqlite(store) => store.migrate(current),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.migrate(),
         }
     }
@@ -205,7 +222,25 @@ impl Store {
     pub fn use_text_index(&mut self, on: bool) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.use_text_index(on),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.use_text_index(on),
+        }
+    }
+
+    /// The server's startup preparation (`migrate`, `use_text_index`) found the database not
+    /// answering: PostgreSQL does it as soon as the database answers, meanwhile answering 503
+    /// (true); SQLite cannot wait (false: startup fails).
+    pub fn prepare_later(&mut self, text_index: bool) -> bool {
+        match self {
+            Store::Sqlite(_) => {
+                let _ = text_index;
+                false
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => {
+                store.prepare_later(text_index);
+                true
+            }
         }
     }
 
@@ -235,6 +270,11 @@ impl Store {
         if let Some(why) = self.broken() {
             return Err(why);
         }
+        // PostgreSQL answers within its own budget, whatever the database does.
+        #[cfg(feature = "postgres")]
+        if let Store::Postgres(store) = self {
+            return store.check_ready();
+        }
         let expected = self.schema_version();
         match self.stored_schema_version() {
             Ok(version) if version == expected => Ok(()),
@@ -250,6 +290,7 @@ impl Store {
     pub fn broken(&self) -> Option<String> {
         match self {
             Store::Sqlite(store) => store.broken(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => None,
         }
     }
@@ -266,6 +307,7 @@ impl Store {
     ) -> Result<Vec<Inserted>, StoreError> {
         match self {
             Store::Sqlite(store) => store.insert_batch(messages, received_at),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.insert_batch(messages, received_at),
         }
     }
@@ -275,6 +317,7 @@ impl Store {
     pub fn list(&mut self, query: &ListQuery) -> Result<Page, StoreError> {
         match self {
             Store::Sqlite(store) => store.list(query),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.list(query),
         }
     }
@@ -283,6 +326,7 @@ impl Store {
     pub fn stats(&mut self) -> Result<Stats, StoreError> {
         match self {
             Store::Sqlite(store) => store.stats(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.stats(),
         }
     }
@@ -292,6 +336,7 @@ impl Store {
     pub fn purge(&mut self, retention: &Retention, batch: usize) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(store) => store.purge(retention, batch),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.purge(retention, batch),
         }
     }
@@ -304,7 +349,8 @@ impl Store {
         let purged = upkeep::purge_some(self, upkeep);
         let again = match self {
             Store::Sqlite(store) => store.maintain(upkeep.moment, upkeep.work_waiting),
-            Store::Postgres(_) => None,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.maintain(),
         };
         Maintained {
             purged,
@@ -322,6 +368,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.export(filter, each),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.export(filter, each),
         }
     }
@@ -331,6 +378,7 @@ impl Store {
     pub fn as_sqlite(&mut self) -> Option<&mut sqlite::Sqlite> {
         match self {
             Store::Sqlite(store) => Some(store),
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => None,
         }
     }
@@ -340,6 +388,7 @@ impl Store {
     pub fn close(self) {
         match self {
             Store::Sqlite(store) => store.close(),
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.close(),
         }
     }
@@ -348,9 +397,15 @@ impl Store {
 /// A database whose schema is newer than this build is never touched.
 fn refuse_newer(current: i64, expected: i64) -> Result<(), StoreError> {
     if current > expected {
-        return Err(StoreError::Internal(format!(
-            "database schema version {current} is newer than this build ({expected})"
-        )));
+        return Err(newer_schema(current, expected));
     }
     Ok(())
+}
+
+/// The error for a database newer than this build (also found under PostgreSQL's migration
+/// lock, should another instance have migrated meanwhile).
+fn newer_schema(current: i64, expected: i64) -> StoreError {
+    StoreError::Internal(format!(
+        "database schema version {current} is newer than this build ({expected})"
+    ))
 }

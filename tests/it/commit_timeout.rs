@@ -54,3 +54,66 @@ fn a_webhook_behind_a_stuck_commit_gets_503_at_the_commit_timeout_and_its_retry_
     assert_eq!(page["total"], 1);
     assert_eq!(page["data"][0]["message_id"], "stuck");
 }
+
+/// A webhook needs no worker: with the only worker held by a read (a lock on PostgreSQL, whose
+/// readers can be made to wait; SQLite's never do), it goes straight to the writer. The lock holds
+/// the writer's insert too, so the webhook is answered 503 once, at its commit timeout, and
+/// counted once; the commit lands when the lock goes (a late commit, logged, as documented), and
+/// a later webhook is stored behind it.
+#[test]
+fn a_webhook_behind_a_busy_worker_and_a_held_commit_is_answered_once() {
+    if crate::support::store_kind() != crate::support::StoreKind::Postgres {
+        eprintln!("PostgreSQL-only test (a read held by a lock), not run on SQLite");
+        return;
+    }
+    let server = TestServer::start_with(|config| {
+        config.workers = 1;
+        config.commit_timeout = COMMIT_TIMEOUT;
+        config.query_timeout = COMMIT_TIMEOUT * 3;
+    });
+    let mut lock = server.dir.postgres().unwrap().client();
+    lock.batch_execute("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    std::thread::scope(|scope| {
+        // The only worker takes this read and waits on the lock until the query timeout.
+        let read = scope.spawn(|| server.get("/messages?q=x&since=2025-01-01T00:00:00Z"));
+        // The worker is busy once its read waits on the lock (PostgreSQL says so).
+        let mut watcher = server.dir.postgres().unwrap().client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the read never reached the lock");
+        }
+        let resp = server.post_message("late", "+1", "2025-01-15T10:00:00Z", None);
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert_eq!(read.join().unwrap().status, 503);
+    });
+    lock.batch_execute("ROLLBACK").unwrap();
+    // The writer works in order: once this one is answered, anything before it is committed.
+    assert_eq!(
+        server
+            .post_message("after", "+1", "2025-01-15T10:00:00Z", None)
+            .status,
+        200
+    );
+    let page = server.get("/messages").json();
+    assert_eq!(page["total"], 2, "{page}");
+    assert_eq!(
+        server.metric(r#"http_requests_total{path="/webhook",status="503"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric(r#"webhook_requests_total{result="commit_timeout"}"#),
+        Some(1.0)
+    );
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use hookbox::handlers::messages::encode_cursor;
+use hookbox::cursor;
 use hookbox::store::{ListQuery, Position};
 
 use crate::support::{StoreKind, TestServer, store_kind};
@@ -248,7 +248,7 @@ fn forged(ts_key: &str, message_id: &str) -> String {
         ts_key: ts_key.to_owned(),
         message_id: message_id.to_owned(),
     };
-    encode_cursor(&position, &query)
+    cursor::encode(&position, &query)
 }
 
 #[test]

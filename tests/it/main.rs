@@ -18,7 +18,17 @@ mod index_state;
 mod messages;
 mod migration;
 mod ops;
+mod packaging;
+#[cfg(feature = "postgres")]
+mod pg_proxy;
+#[cfg(feature = "postgres")]
+mod pg_rows;
+#[cfg(feature = "postgres")]
+mod pg_stall;
+#[cfg(feature = "postgres")]
+mod pg_tls;
 mod pipeline;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod properties;
 mod retention;
@@ -30,4 +40,5 @@ mod stats;
 mod storage;
 mod store_model;
 mod text_index;
+mod unmatchable;
 mod webhook;

@@ -200,11 +200,8 @@ fn connections_killed_under_load_answer_503_with_retry_after_never_500_and_recov
         "the kills hit nothing"
     );
     let answers = answers.into_inner().unwrap();
-    let unavailable = answers.iter().filter(|(status, _)| *status == 503).count();
-    assert!(
-        unavailable > 0,
-        "a write on a killed connection must have failed"
-    );
+    // Whether any write got a 503 is timing luck: a batch whose connection was killed is sent
+    // once more on a new one (pg_stall.rs pins that down), so often none does.
     for (status, retry_after) in &answers {
         assert!(
             *status == 200 || (*status == 503 && *retry_after),

@@ -366,3 +366,55 @@ fn deleting_an_absent_rowid_from_the_text_index_changes_nothing() {
     assert_eq!(count(), 0);
     check();
 }
+
+/// The upkeep policy: a short tail waits for a quiet writer and is left alone while a message
+/// waits; past `TAIL_BOUND` a commit is followed by at most `BUSY_CHUNKS` chunks while messages
+/// wait; a quiet writer takes all of it.
+#[test]
+fn upkeep_indexes_the_tail_when_quiet_and_stops_while_a_message_waits() {
+    use super::text_index::INDEX_WHEN_QUIET_FOR;
+    use crate::store::Moment;
+    let mut test = test_store("upkeep", |_| {});
+    let store = &mut test.store;
+    let mut rng = Rng(21);
+    let now = timestamp::now_utc();
+    let batch: Vec<_> = (0..30).map(|i| message(&mut rng, i)).collect();
+    store.insert_batch(&batch, &now).unwrap();
+    let quiet = Some(INDEX_WHEN_QUIET_FOR);
+    assert_eq!(store.maintain(Moment::AfterCommit, &|| false), quiet);
+    assert_eq!(store.maintain(Moment::Idle, &|| true), quiet);
+    assert_eq!(store.unindexed().unwrap(), 30);
+    assert_eq!(store.maintain(Moment::Idle, &|| false), None);
+    assert_eq!(store.unindexed().unwrap(), 0);
+    assert_index_exact(store);
+
+    // Well past the bound (in batches too small to index themselves): while messages wait, two
+    // chunks after a commit, though the tail is still past the bound; then down to the bound.
+    for round in 0..6 {
+        let batch: Vec<_> = (0..900)
+            .map(|i| message(&mut rng, 1000 + round * 900 + i))
+            .collect();
+        store.insert_batch(&batch, &now).unwrap();
+    }
+    assert_eq!(store.unindexed().unwrap(), 5400);
+    assert_eq!(store.maintain(Moment::AfterCommit, &|| true), quiet);
+    assert_eq!(store.unindexed().unwrap(), 5400 - 2 * 512);
+    assert_index_exact(store);
+    assert_eq!(store.maintain(Moment::AfterCommit, &|| true), quiet);
+    assert_eq!(store.unindexed().unwrap(), 5400 - 3 * 512);
+    assert_eq!(store.maintain(Moment::Idle, &|| false), None);
+    assert_eq!(store.unindexed().unwrap(), 0);
+    assert_index_exact(store);
+}
+
+#[test]
+fn without_index_upkeep_rows_stay_in_the_tail() {
+    use crate::store::Moment;
+    let mut test = test_store("no-upkeep", |options| options.index_upkeep = false);
+    let store = &mut test.store;
+    let mut rng = Rng(22);
+    let batch: Vec<_> = (0..10).map(|i| message(&mut rng, i)).collect();
+    store.insert_batch(&batch, &timestamp::now_utc()).unwrap();
+    assert_eq!(store.maintain(Moment::Idle, &|| false), None);
+    assert_eq!(store.unindexed().unwrap(), 10);
+}

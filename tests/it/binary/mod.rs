@@ -11,5 +11,6 @@ mod database_url;
 mod export;
 mod import;
 mod logs;
+mod senders;
 mod signals;
 mod startup;

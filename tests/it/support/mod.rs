@@ -128,6 +128,9 @@ impl Rng {
 pub fn schema_version() -> i64 {
     match store_kind() {
         StoreKind::Sqlite => hookbox::store::sqlite::SCHEMA_VERSION,
+        #[cfg(feature = "postgres")]
         StoreKind::Postgres => hookbox::store::postgres::SCHEMA_VERSION,
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres => panic!("{}", hookbox::store::NO_POSTGRES),
     }
 }
