@@ -151,7 +151,8 @@ enum Next<T> {
 
 /// Takes what is waiting (up to `max_batch`), parking until something comes or `pause` passes.
 fn next<T>(queue: &Queue<T>, max_batch: usize, pause: Duration) -> Next<T> {
-    let deadline = Instant::now() + pause;
+    // The store asks for at most a minute; a far-off instant that cannot be represented is "never".
+    let deadline = Instant::now().checked_add(pause);
     let mut waiting = queue.lock();
     loop {
         if !waiting.tickets.is_empty() {
@@ -162,7 +163,7 @@ fn next<T>(queue: &Queue<T>, max_batch: usize, pause: Duration) -> Next<T> {
         if waiting.closed {
             return Next::Stop;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(pause, |at| at.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             waiting.asleep = false;
             return Next::Idle;

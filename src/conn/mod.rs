@@ -84,8 +84,8 @@ pub struct Incoming {
     pub headers: Vec<(String, String)>,
     pub body: Body,
     pub remote_addr: Option<SocketAddr>,
-    /// When the request's first byte was read (for a connection's first request: when the read
-    /// that brought it returned).
+    /// When the request's first byte was read (when the read that brought it returned; for a
+    /// request pipelined behind another, when the answer before it was written).
     pub received: Instant,
 }
 
