@@ -31,7 +31,7 @@ use crate::router::{self, Lane, Route, Target};
 use crate::state::Shared;
 use crate::store::{Inserted, StoreError};
 use crate::worker::{Job, panic_message};
-use crate::writer::{Completion, Ticket, Writer};
+use crate::writer::{Carried, Completion, Ticket, Writer};
 
 /// What rides through the writer with a webhook's messages: where their outcome goes, and the
 /// request's id for the line logged when nobody waits for it any more.
@@ -187,7 +187,8 @@ impl Pipeline {
             return (Some(note), Err(busy));
         }
         // A stuck store could hold the commit without end: the wait is bounded from the request's
-        // first byte. A commit that lands later finds nobody waiting (`pass_on` logs it).
+        // first byte. A ticket still queued then is not stored (`Carried::dropped`); one whose
+        // commit ran meanwhile lands, and is logged as late (`Carried::complete`).
         let deadline = received + shared.config.commit_timeout;
         let answered = match outcome.wait_until(Some(deadline)) {
             Ok(Ok(inserted)) => {
@@ -296,26 +297,42 @@ impl Pipeline {
     }
 }
 
-/// Hands a commit's outcome to the connection thread waiting for it (never blocks). If nobody
-/// waits any more (answered 503 at the commit timeout), this line is all that is left of the
-/// outcome: the sender was not acknowledged, and its retry will be a duplicate.
-pub fn pass_on(completion: Completion<Token>) {
-    let Completion {
-        token,
-        message_ids,
-        stored,
-    } = completion;
-    if let Err(late) = token.reply.fill(stored) {
+impl Carried for Token {
+    fn awaited(&self) -> bool {
+        self.reply.awaited()
+    }
+
+    /// Hands a commit's outcome to the connection thread waiting for it (never blocks). If nobody
+    /// waits any more (answered 503 at the commit timeout while the commit ran), this line is all
+    /// that is left of the outcome: the sender was not acknowledged, and its retry will be a
+    /// duplicate.
+    fn complete(completion: Completion<Token>) {
+        let Completion {
+            token,
+            message_ids,
+            stored,
+        } = completion;
+        if let Err(late) = token.reply.fill(stored) {
+            log::warn!(
+                request_id = token.request_id.as_str(),
+                message_id = message_ids.first().map(String::as_str),
+                messages = message_ids.len(),
+                stored:% = match &late {
+                    Ok(inserted) if inserted.contains(&Inserted::Created) => "created",
+                    Ok(_) => "duplicate",
+                    Err(_) => "failed",
+                };
+                "a commit finished after its webhook stopped waiting (answered 503 at the commit timeout)"
+            );
+        }
+    }
+
+    fn dropped(completion: Completion<Token>) {
         log::warn!(
-            request_id = token.request_id.as_str(),
-            message_id = message_ids.first().map(String::as_str),
-            messages = message_ids.len(),
-            stored:% = match &late {
-                Ok(inserted) if inserted.contains(&Inserted::Created) => "created",
-                Ok(_) => "duplicate",
-                Err(_) => "failed",
-            };
-            "a commit finished after its webhook stopped waiting (answered 503 at the commit timeout)"
+            request_id = completion.token.request_id.as_str(),
+            message_id = completion.message_ids.first().map(String::as_str),
+            messages = completion.message_ids.len();
+            "not stored: its webhook was answered 503 at the commit timeout before its commit began"
         );
     }
 }

@@ -85,6 +85,13 @@ impl<T> Filler<T> {
     }
 }
 
+impl<T> Filler<T> {
+    /// Whether the waiter still waits (it has not timed out or gone away).
+    pub fn awaited(&self) -> bool {
+        self.inner.as_ref().is_some_and(|inner| !inner.lock().gone)
+    }
+}
+
 impl<T> Drop for Filler<T> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
@@ -167,7 +174,9 @@ mod tests {
     fn a_fill_after_the_deadline_is_handed_back() {
         let (filler, waiter) = slot();
         let deadline = Instant::now() + Duration::from_millis(1);
+        assert!(filler.awaited());
         assert_eq!(waiter.wait_until(Some(deadline)), Err(Missed::Timeout));
+        assert!(!filler.awaited());
         assert_eq!(filler.fill(3), Err(3));
     }
 }

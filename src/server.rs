@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::answer::{self, Pipeline, Token};
+use crate::answer::{Pipeline, Token};
 use crate::auth;
 use crate::config::Config;
 use crate::config::Database;
@@ -204,7 +204,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
     });
-    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store, answer::pass_on);
+    let (writer, writer_thread) = writer::spawn::<Token>(Arc::clone(&shared), writer_store);
     let workers = connections
         .into_iter()
         .enumerate()

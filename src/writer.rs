@@ -4,7 +4,7 @@
 //! with an opaque token (what is needed to answer it later), and waits. The writer takes
 //! everything that is waiting (up to `HOOKBOX_MAX_BATCH`), stores it in one transaction with one
 //! durable commit (`Store::insert_batch`), and only then hands each token back with its outcome
-//! (`Completion`) to the `complete` function it was given, which passes it on to be answered: 200
+//! (`Completion`) to `Carried::complete`, which passes it on to be answered: 200
 //! for created or duplicate, 503 if the commit failed. One durable commit covers a whole group,
 //! so throughput does not stop at the disk's sync rate, and still no 200 is written before the
 //! commit holding its row. Responses and log lines are made elsewhere, so the writer's thread
@@ -115,14 +115,25 @@ impl<T: Send + 'static> Writer<T> {
     }
 }
 
+/// What the writer does with its tickets' tokens, besides carrying them.
+pub trait Carried: Send + 'static {
+    /// Whether anyone still waits for this ticket's outcome. One nobody waits for any more (its
+    /// sender was answered 503 at the commit timeout) is not stored when its commit has not
+    /// begun: its sender was told it was not.
+    fn awaited(&self) -> bool;
+    /// Hands the outcome on, on the writer's thread: it must never block.
+    fn complete(completion: Completion<Self>)
+    where
+        Self: Sized;
+    /// The log line of a ticket dropped unstored because nobody waited for it.
+    fn dropped(completion: Completion<Self>)
+    where
+        Self: Sized;
+}
+
 /// Starts the writer on its own connection. Each committed (or failed) ticket is handed to
-/// `complete`, on the writer's thread, so it must only pass the completion on (it never blocks).
-/// The writer stops once `Writer::close` was called and the queue is drained.
-pub fn spawn<T: Send + 'static>(
-    shared: Arc<Shared>,
-    store: Store,
-    complete: impl Fn(Completion<T>) + Send + 'static,
-) -> (Writer<T>, JoinHandle<()>) {
+/// `T::complete`. The writer stops once `Writer::close` was called and the queue is drained.
+pub fn spawn<T: Carried>(shared: Arc<Shared>, store: Store) -> (Writer<T>, JoinHandle<()>) {
     let queue = Arc::new(Queue {
         waiting: Mutex::new(Waiting {
             tickets: VecDeque::with_capacity(shared.config.max_batch),
@@ -135,7 +146,7 @@ pub fn spawn<T: Send + 'static>(
     let writer_queue = Arc::clone(&queue);
     let handle = thread::Builder::new()
         .name("writer".to_owned())
-        .spawn(move || run(&shared, store, &writer_queue, &complete))
+        .spawn(move || run(&shared, store, &writer_queue))
         .expect("spawning the writer thread");
     (Writer { queue }, handle)
 }
@@ -177,7 +188,7 @@ fn next<T>(queue: &Queue<T>, max_batch: usize, pause: Duration) -> Next<T> {
     }
 }
 
-fn run<T>(shared: &Shared, mut store: Store, queue: &Queue<T>, complete: &dyn Fn(Completion<T>)) {
+fn run<T: Carried>(shared: &Shared, mut store: Store, queue: &Queue<T>) {
     let max_batch = shared.config.max_batch;
     // Upkeep runs at startup too: a store may have aged while hookbox was stopped.
     let mut pause = maintain(shared, &mut store, queue, Moment::Idle);
@@ -191,10 +202,22 @@ fn run<T>(shared: &Shared, mut store: Store, queue: &Queue<T>, complete: &dyn Fn
             Next::Stop => break,
         };
         shared.metrics.write_queue_depth.sub(batch.len() as i64);
+        let (batch, unwanted): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|ticket| ticket.token.awaited());
+        for ticket in unwanted {
+            T::dropped(Completion {
+                token: ticket.token,
+                message_ids: ticket.messages.into_iter().map(|m| m.message_id).collect(),
+                stored: Ok(Vec::new()),
+            });
+        }
+        if batch.is_empty() {
+            continue;
+        }
         // A panic drops the batch's tokens unanswered, which their connections answer with a
         // 500: never a 200, and the writer lives on for the next batch.
         let committed = panic::catch_unwind(AssertUnwindSafe(|| {
-            commit(shared, &mut store, batch, complete);
+            commit(shared, &mut store, batch);
         }));
         if committed.is_err() {
             log::error!("the writer panicked while committing a batch; its requests got 500");
@@ -224,12 +247,7 @@ fn maintain<T>(shared: &Shared, store: &mut Store, queue: &Queue<T>, moment: Mom
 }
 
 /// Stores one batch in one transaction, then hands every ticket in it back for answering.
-fn commit<T>(
-    shared: &Shared,
-    store: &mut Store,
-    batch: Vec<Ticket<T>>,
-    complete: &dyn Fn(Completion<T>),
-) {
+fn commit<T: Carried>(shared: &Shared, store: &mut Store, batch: Vec<Ticket<T>>) {
     let started = Instant::now();
     let received_at = timestamp::now_utc();
     let mut messages = Vec::with_capacity(batch.len());
@@ -277,7 +295,7 @@ fn commit<T>(
     };
     let mut ids = messages.into_iter().map(|message| message.message_id);
     for ((token, count), stored) in tickets.into_iter().zip(results) {
-        complete(Completion {
+        T::complete(Completion {
             token,
             message_ids: ids.by_ref().take(count).collect(),
             stored,
