@@ -14,14 +14,17 @@ Four parts; throughput, reads and held bodies always, postgres when asked for:
   `hookbox import`.
 - held_bodies (bench/held_bodies.py): 1,500 clients each send 64 KiB of a larger body and stop;
   RSS and an honest client's latency meanwhile.
+- feed (bench/feed.py): commit → feed latency, a feed page at BENCH_ROWS, ingest with and
+  without a following consumer (new binary only).
 
-Results go to stdout and to bench-results/{latest,throughput,postgres,reads,held_bodies}.{md,json}.
+Results go to stdout and to
+bench-results/{latest,throughput,postgres,reads,held_bodies,feed}.{md,json}.
 
 Usage: bench/run.sh   (builds the binaries, installs wrk if missing, then runs this)
 Env:   BENCH_DURATION (seconds per run, default 5), BENCH_RUNS (default 3),
        BENCH_CONNECTIONS (default 64), BENCH_THREADS (wrk threads, default 2),
        BENCH_ONLY (comma-separated scenario names; `throughput`, `postgres`, `reads`,
-       `held_bodies`: a whole part),
+       `held_bodies`, `feed`: a whole part),
        BENCH_BASELINE (path of the previous binary; unset or `none`: the new binary alone),
        BENCH_ROWS (messages in the read store, default 1000000), BENCH_READS_BASELINE (0: the
        reads for the new binary only),
@@ -49,6 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lib  # noqa: E402
 import postgres  # noqa: E402
+import feed  # noqa: E402
 import held_bodies  # noqa: E402
 import reads  # noqa: E402
 from lib import log  # noqa: E402
@@ -375,6 +379,11 @@ def main():
             report, data["held_bodies"] = held_bodies.run(workdir, bins)
             print(report + "\n", flush=True)
             lib.write_results("held_bodies", report, data["held_bodies"])
+            sections.append(report)
+        if not lib.ONLY or "feed" in lib.ONLY:
+            report, data["feed"] = feed.run(workdir, bins, request_files(workdir)["unique"])
+            print(report + "\n", flush=True)
+            lib.write_results("feed", report, data["feed"])
             sections.append(report)
         if not sections:
             sys.exit(f"BENCH_ONLY={','.join(sorted(lib.ONLY))} names no scenario")

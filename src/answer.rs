@@ -22,6 +22,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::auth;
 use crate::conn::{Arrival, Outgoing, reason_phrase};
 use crate::error::Error;
+use crate::feed::Woke;
 use crate::handlers::{Decision, Handler, Ingest, Intake, Reply, Verdict, WebhookNote, webhook};
 use crate::http::{self, Request, Response};
 use crate::logging::{self, AccessLine, WebhookFields};
@@ -30,7 +31,7 @@ use crate::reply::{self, Filler, Missed};
 use crate::router::{self, Lane, Route, Target};
 use crate::state::Shared;
 use crate::store::{Inserted, StoreError};
-use crate::worker::{Job, panic_message};
+use crate::worker::{Handled, Job, panic_message};
 use crate::writer::{Carried, Completion, Ticket, Writer};
 
 /// What rides through the writer with a webhook's messages: where their outcome goes, and the
@@ -124,7 +125,7 @@ impl Pipeline {
             request_id: &request_id,
             received,
         };
-        let decided = (None, self.dispatch(route, handler, request));
+        let decided = (None, self.dispatch(route, handler, request, received));
         self.finish(&seen, decided)
     }
 
@@ -203,12 +204,15 @@ impl Pipeline {
         (Some(note), answered)
     }
 
-    /// Queues the request on its lane and waits for the worker's result.
+    /// Queues the request on its lane and waits for the worker's result. A feed with nothing new
+    /// yet waits here, on the connection thread, for a commit (until its `wait` runs out from the
+    /// request's first byte), then is queued again continuing after its empty page.
     fn dispatch(
         &self,
         route: Route,
         handler: Handler,
-        request: Request,
+        mut request: Request,
+        received: Instant,
     ) -> Result<Response, Error> {
         let shared = &*self.shared;
         let lane = match route.lane() {
@@ -222,23 +226,42 @@ impl Pipeline {
                 "too many answers waiting for their clients, retry later",
             ));
         }
-        let (reply, result) = reply::slot();
-        shared.metrics.queue_depth.inc();
-        let job = Job {
-            request,
-            handler,
-            reply,
-        };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = lane.try_send(job) {
-            shared.metrics.queue_depth.dec();
-            shared.metrics.observe_shed(Queue::Workers);
-            return Err(Error::Unavailable("server busy, retry later"));
-        }
-        // A job is dropped unanswered only by a bug caught in a worker, or at a shutdown's end.
-        match result.wait() {
-            Ok(Ok(Reply::Now(response))) => Ok(response),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(Error::Internal("request dropped unanswered".to_owned())),
+        let mut until = None;
+        loop {
+            let (reply, result) = reply::slot();
+            shared.metrics.queue_depth.inc();
+            let job = Job {
+                request,
+                handler,
+                reply,
+            };
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = lane.try_send(job) {
+                shared.metrics.queue_depth.dec();
+                shared.metrics.observe_shed(Queue::Workers);
+                return Err(Error::Unavailable("server busy, retry later"));
+            }
+            // A job is dropped unanswered only by a bug caught in a worker, or at a shutdown's end.
+            let Ok(Handled {
+                result,
+                request: back,
+            }) = result.wait()
+            else {
+                return Err(Error::Internal("request dropped unanswered".to_owned()));
+            };
+            let wait = match result {
+                Ok(Reply::Now(response)) => return Ok(response),
+                Ok(Reply::Wait(wait)) => wait,
+                Err(error) => return Err(error),
+            };
+            let until = *until.get_or_insert(received + wait.wait);
+            shared.metrics.feed_waiters.inc();
+            let woke = shared.feed.wait(wait.seen, until);
+            shared.metrics.feed_waiters.dec();
+            if woke != Woke::Changed {
+                return Ok(wait.empty);
+            }
+            request = back;
+            request.query = Some(wait.retry_query);
         }
     }
 

@@ -32,6 +32,8 @@ pub enum Command {
     Version,
     Healthcheck,
     Export(ExportArgs),
+    /// `export --follow …`: the feed, continuing as messages arrive.
+    Follow(crate::follow::FollowArgs),
     /// `import [FILE|-]`: `None` or `-` reads stdin.
     Import(Option<String>),
     /// `sign [--standard] [FILE|-]` (see `sign`).
@@ -119,6 +121,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [] => Ok(Command::Healthcheck),
             [extra, ..] => Err(unexpected(extra, "healthcheck ")),
         },
+        "export" if crate::follow::asked(rest) => {
+            crate::follow::parse_args(rest).map(Command::Follow)
+        }
         "export" => export::parse_args(rest).map(Command::Export),
         "import" => match rest {
             [] => Ok(Command::Import(None)),
@@ -192,6 +197,7 @@ Takes no arguments.
 
 const EXPORT_HELP: &str = "\
 Usage: hookbox export [--since TS] [--from SENDER]
+       hookbox export --follow [--after TOKEN] [--print-position]
 
 Writes every stored message in DATABASE_URL to stdout, one compact JSON object per line
 (message_id, from, to, ts, text), in /messages order, from one read snapshot. The store is
@@ -200,6 +206,11 @@ opened read-only: nothing is created or changed, and a read-only file works.
 Options:
   --since TS       only messages with ts at or after TS (2025-01-15T10:00:00Z, as /messages)
   --from SENDER    only messages from SENDER (+ and digits, as stored)
+  --follow         instead: every message in arrival order (as GET /feed), then each new one
+                   as it is stored, until SIGINT/SIGTERM or a closed stdout (exit 0)
+  --after TOKEN    with --follow: start after this position (a feed `next` token)
+  --print-position with --follow: print `position TOKEN` on stderr as rows are written (at
+                   most once a second, and at the end), to resume with --after
   -h, --help       this help
 
 Exit codes: 0 done (also when stdout is closed early, as by `| head`), 1 the store or stdout
@@ -246,6 +257,10 @@ pub fn run(config: &Config, command: &Command) -> ExitCode {
                 .map_err(CliError::Failed),
         ),
         Command::Export(args) => ("export", export::run(config, args).map(|()| true)),
+        Command::Follow(args) => (
+            "export --follow",
+            crate::follow::run(config, args).map(|()| true),
+        ),
         Command::Sign(args) => ("sign", crate::sign::run(config, args).map(|()| true)),
         Command::Import(path) => (
             "import",

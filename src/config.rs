@@ -72,6 +72,10 @@ pub struct Config {
     /// service (no variable sets it); tests turn it off to hold rows in the tail, which `q` must
     /// find all the same.
     pub text_index_catch_up: bool,
+    /// How often, while feeds wait, the store is read for commits made elsewhere (another
+    /// instance, another process). No variable sets it; tests make it long to show that this
+    /// instance's own commits wake waiters without it.
+    pub feed_watch_every: Duration,
     /// Keep only the newest this many messages by arrival; 0: no limit.
     pub retain_messages: u64,
     /// Drop messages that arrived more than this many days ago; 0: keep them forever.
@@ -267,6 +271,7 @@ impl Config {
                 },
             },
             text_index_catch_up: true,
+            feed_watch_every: crate::feed::WATCH_EVERY,
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,

@@ -14,6 +14,8 @@ pub mod config;
 pub mod conn;
 pub mod cursor;
 pub mod error;
+pub mod feed;
+pub mod follow;
 pub mod handlers;
 pub mod healthcheck;
 pub mod http;

@@ -155,6 +155,8 @@ pub struct Metrics {
     pub query_timeouts: IntCounter,
     /// Messages deleted by retention.
     pub purged_messages: IntCounter,
+    /// `GET /feed` requests waiting for a commit on their connection threads.
+    pub feed_waiters: IntGauge,
 }
 
 /// Which bounded queue was full when a request was shed.
@@ -289,6 +291,11 @@ impl Metrics {
             "Messages deleted by retention (HOOKBOX_RETAIN_MESSAGES, HOOKBOX_RETAIN_DAYS).",
         )
         .expect("valid metric");
+        let feed_waiters = IntGauge::new(
+            "hookbox_feed_waiters",
+            "GET /feed long polls waiting for a commit right now (each on its connection's thread, never a worker).",
+        )
+        .expect("valid metric");
 
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -308,6 +315,7 @@ impl Metrics {
             Box::new(connections_closed.clone()),
             Box::new(query_timeouts.clone()),
             Box::new(purged_messages.clone()),
+            Box::new(feed_waiters.clone()),
         ] {
             registry
                 .register(collector)
@@ -340,6 +348,7 @@ impl Metrics {
             connections_closed,
             query_timeouts,
             purged_messages,
+            feed_waiters,
         }
     }
 

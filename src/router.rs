@@ -20,6 +20,7 @@ pub enum Route {
     Twilio,
     OpenApi,
     Messages,
+    Feed,
     Stats,
     Live,
     Ready,
@@ -45,7 +46,7 @@ pub enum Target {
 pub enum Lane {
     /// Webhooks, probes, metrics: short, and never queued behind reads.
     Fast,
-    /// `/messages` and `/stats`: reads that may take up to the query budget.
+    /// `/messages`, `/feed` and `/stats`: reads that may take up to the query budget.
     Query,
 }
 
@@ -58,6 +59,7 @@ impl Route {
             Route::Twilio => "/webhook/twilio",
             Route::OpenApi => "/openapi.json",
             Route::Messages => "/messages",
+            Route::Feed => "/feed",
             Route::Stats => "/stats",
             Route::Live => "/health/live",
             Route::Ready => "/health/ready",
@@ -80,7 +82,7 @@ impl Route {
     /// when one is configured (`auth::check`). Health probes and webhooks stay open.
     pub fn needs_admin(self) -> bool {
         match self {
-            Route::Messages | Route::Stats | Route::Metrics => true,
+            Route::Messages | Route::Feed | Route::Stats | Route::Metrics => true,
             Route::Webhook
             | Route::WhatsApp
             | Route::WhatsAppVerify
@@ -100,6 +102,7 @@ impl Route {
             Route::WhatsAppVerify
             | Route::OpenApi
             | Route::Messages
+            | Route::Feed
             | Route::Stats
             | Route::Live
             | Route::Ready
@@ -110,7 +113,7 @@ impl Route {
 
     pub fn lane(self) -> Lane {
         match self {
-            Route::Messages | Route::Stats => Lane::Query,
+            Route::Messages | Route::Feed | Route::Stats => Lane::Query,
             _ => Lane::Fast,
         }
     }
@@ -149,6 +152,8 @@ pub fn route(method: &str, path: &str) -> (Route, Result<Target, Error>) {
         (_, ["openapi.json"]) => (Route::OpenApi, Err(Error::MethodNotAllowed(GET))),
         (_, ["messages"]) if is_get => (Route::Messages, Ok(Worker(handlers::messages::list))),
         (_, ["messages"]) => (Route::Messages, Err(Error::MethodNotAllowed(GET))),
+        (_, ["feed"]) if is_get => (Route::Feed, Ok(Worker(handlers::feed::get))),
+        (_, ["feed"]) => (Route::Feed, Err(Error::MethodNotAllowed(GET))),
         (_, ["stats"]) if is_get => (Route::Stats, Ok(Worker(handlers::stats::get))),
         (_, ["stats"]) => (Route::Stats, Err(Error::MethodNotAllowed(GET))),
         (_, ["health", "live"]) if is_get => (Route::Live, Ok(Here(handlers::health::live))),

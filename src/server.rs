@@ -66,6 +66,8 @@ pub struct ServerHandle {
     /// Closed once no connection is left to submit: the writer commits what is queued, stops.
     write_queue: Writer<Token>,
     writer: Option<JoinHandle<()>>,
+    /// Stopped at shutdown, which answers long-polling feeds at once.
+    feed: crate::feed::Watcher,
     failure: Receiver<String>,
     grace: Duration,
 }
@@ -94,6 +96,7 @@ impl ServerHandle {
             return;
         };
         serving.stop();
+        self.feed.stop();
         if !serving.wait_closed(self.grace.mul_f32(0.6)) {
             log::warn!(
                 open = serving.open_connections();
@@ -145,6 +148,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         }
         other => other.map_err(database_error)?,
     }
+    // The feed watcher's own connection (commits made by other instances or processes).
+    let watcher_store = Store::open(&config).map_err(database_error)?;
     let connections = (0..config.workers)
         .map(|_| Store::open(&config))
         .collect::<Result<Vec<_>, _>>()
@@ -198,11 +203,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let (fast, fast_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (query, query_jobs) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let feed = crate::feed::Watcher::start(watcher_store, config.feed_watch_every);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::new(),
         storage: StorageHealth::default(),
         held_answer_bytes: AtomicUsize::new(0),
+        feed: feed.notifier(),
     });
     let (writer, writer_thread) = writer::spawn::<Token>(Arc::clone(&shared), writer_store);
     let workers = connections
@@ -251,6 +258,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         workers,
         write_queue: writer,
         writer: Some(writer_thread),
+        feed,
         failure,
         grace,
     })

@@ -3,10 +3,11 @@
 //! naming each other.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::feed::Notifier;
 use crate::metrics::Metrics;
 
 pub struct Shared {
@@ -19,6 +20,8 @@ pub struct Shared {
     /// without bound the pages they asked for (one page of `/messages` is up to ~2.5 MiB).
     /// Honest clients take their answers at once, so they never get near it.
     pub held_answer_bytes: AtomicUsize,
+    /// Moves after every commit that stored a message; long-polling feeds wait on it.
+    pub feed: Arc<Notifier>,
 }
 
 /// How long a failed commit keeps `/health/ready` at 503 when no later commit succeeds. Senders

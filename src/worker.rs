@@ -17,8 +17,12 @@ use crate::reply::Filler;
 use crate::state::Shared;
 use crate::store::Store;
 
-/// What a worker hands back: the handler's reply, or its error (a panic is a 500).
-pub type Handled = Result<Reply, Error>;
+/// What a worker hands back: the handler's reply or its error (a panic is a 500), and the
+/// request, which a feed with nothing new yet is queued with again after a commit.
+pub struct Handled {
+    pub result: Result<Reply, Error>,
+    pub request: http::Request,
+}
 
 /// A request read whole by its connection thread, waiting for a worker.
 pub struct Job {
@@ -80,14 +84,15 @@ fn handle(shared: &Shared, store: &mut Store, job: Job) {
         metrics: &shared.metrics,
         storage: &shared.storage,
         store,
+        feed: &shared.feed,
     };
-    let handled = call(handler, &mut ctx, &request);
+    let result = call(handler, &mut ctx, &request);
     // The connection thread may be gone (a panic); then there is no one to tell.
-    let _ = reply.fill(handled);
+    let _ = reply.fill(Handled { result, request });
 }
 
 /// Runs a handler; a panic becomes `Error::Internal` (a logged 500) instead of unwinding further.
-fn call(handler: Handler, ctx: &mut Context<'_>, request: &http::Request) -> Handled {
+fn call(handler: Handler, ctx: &mut Context<'_>, request: &http::Request) -> Result<Reply, Error> {
     panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, request))).unwrap_or_else(|payload| {
         Err(Error::Internal(format!(
             "handler panicked: {}",
@@ -129,6 +134,7 @@ mod tests {
             metrics: &metrics,
             storage: &storage,
             store: &mut store,
+            feed: &crate::feed::Notifier::default(),
         };
         let request = http::Request::new("GET", "/", b"");
         let error = call(panicking, &mut ctx, &request).unwrap_err();

@@ -270,6 +270,10 @@ fn commit<T: Carried>(shared: &Shared, store: &mut Store, batch: Vec<Ticket<T>>)
     let results: Vec<Result<Vec<Inserted>, StoreError>> = match stored {
         Ok(inserted) => {
             shared.storage.record_success();
+            // After the commit, so a feed that missed these rows finds the generation moved.
+            if inserted.contains(&Inserted::Created) {
+                shared.feed.bump();
+            }
             let mut each = inserted.into_iter();
             ranges
                 .iter()

@@ -157,7 +157,7 @@ fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> 
 }
 
 /// Moves the problems of a failed `query_param` into `problems`.
-fn collect<T>(result: Result<T, Error>, problems: &mut Vec<Problem>) -> Option<T> {
+pub(super) fn collect<T>(result: Result<T, Error>, problems: &mut Vec<Problem>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(Error::Unprocessable(found)) => {
@@ -177,7 +177,7 @@ fn collect<T>(result: Result<T, Error>, problems: &mut Vec<Problem>) -> Option<T
 }
 
 /// An optional integer parameter within `min..=max`; `None` when absent or invalid.
-fn integer(
+pub(super) fn integer(
     request: &Request,
     name: &str,
     min: i64,

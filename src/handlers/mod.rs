@@ -5,6 +5,7 @@
 //! request, from what the handler returns. A sender's handler (`Ingest`) returns its `Verdict`:
 //! the note its log line and metrics carry beside what to do.
 
+pub mod feed;
 pub mod health;
 pub mod messages;
 pub mod openapi;
@@ -34,6 +35,9 @@ pub type Ingest = fn(&Intake<'_>, &Request) -> Verdict;
 pub enum Reply {
     /// Send this response now.
     Now(Response),
+    /// Nothing new yet (a long-polling feed): the connection thread waits for a commit, then
+    /// asks again.
+    Wait(Box<feed::Wait>),
 }
 
 /// What a sender's handler needs: the settings, and the metrics of what it was told.
@@ -72,6 +76,8 @@ pub struct Context<'a> {
     pub metrics: &'a Metrics,
     pub storage: &'a StorageHealth,
     pub store: &'a mut Store,
+    /// What a long-polling feed waits on (its generation is taken before the read).
+    pub feed: &'a crate::feed::Notifier,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

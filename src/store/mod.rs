@@ -4,6 +4,7 @@
 //! its SQL, stays in the submodule that implements it. Every worker owns one `Store` (reads), the
 //! writer owns one (writes); there is no pool.
 
+pub mod feed;
 mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;

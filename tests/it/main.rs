@@ -12,6 +12,7 @@ mod concurrency;
 mod conn;
 mod edges;
 mod export;
+mod feed;
 mod growth;
 mod hostile;
 mod index_state;

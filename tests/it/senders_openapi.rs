@@ -37,6 +37,7 @@ fn operations(route: Route) -> &'static [(&'static str, &'static str)] {
         Route::Twilio => &[("post", "/webhook/twilio")],
         Route::OpenApi => &[("get", "/openapi.json")],
         Route::Messages => &[("get", "/messages")],
+        Route::Feed => &[("get", "/feed")],
         Route::Stats => &[("get", "/stats")],
         Route::Live => &[("get", "/health/live")],
         Route::Ready => &[("get", "/health/ready")],
@@ -45,13 +46,14 @@ fn operations(route: Route) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-const ROUTES: [Route; 11] = [
+const ROUTES: [Route; 12] = [
     Route::Webhook,
     Route::WhatsApp,
     Route::WhatsAppVerify,
     Route::Twilio,
     Route::OpenApi,
     Route::Messages,
+    Route::Feed,
     Route::Stats,
     Route::Live,
     Route::Ready,

@@ -3,7 +3,10 @@
 use postgres::Client;
 
 /// Migrations in order; migration `i` is recorded as version `i + 1` in `hookbox_schema`.
-const MIGRATIONS: &[&str] = &[include_str!("../../../sql/postgres/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../sql/postgres/001_init.sql"),
+    include_str!("../../../sql/postgres/002_feed.sql"),
+];
 
 /// Creates or drops the trigram index for `q` (HOOKBOX_TEXT_INDEX), at the server's startup.
 const TEXT_INDEX_ON: &str = include_str!("../../../sql/postgres/text_index_on.sql");

@@ -15,6 +15,7 @@
 
 mod connection;
 mod escape;
+mod feed;
 mod migrate;
 mod queries;
 mod tls;

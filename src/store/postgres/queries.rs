@@ -27,7 +27,7 @@ pub const INSERT_BATCH: &str = include_str!("../../../sql/postgres/insert_batch.
 /// The rows a purge deletes, and the per-sender decrements they cause (all in one statement).
 const PURGE_DELETE: &str = include_str!("../../../sql/postgres/purge_delete.sql");
 
-fn read_snapshot(
+pub(super) fn read_snapshot(
     client: &mut Client,
     timeout_ms: u128,
 ) -> Result<Transaction<'_>, postgres::Error> {
@@ -334,7 +334,7 @@ pub fn export_in(
     Ok(())
 }
 
-fn stored_message(row: &Row) -> StoredMessage {
+pub(super) fn stored_message(row: &Row) -> StoredMessage {
     StoredMessage {
         message_id: unescape_nul(row.get(0)),
         from: row.get(1),
@@ -387,11 +387,13 @@ pub fn insert_in(
         &shard,
         &folded_bytes,
     ];
-    Ok(client
-        .query(statement, &params)?
-        .iter()
-        .map(|row| unescape_nul(row.get(0)))
-        .collect())
+    // Under the feed's lock: rows become visible in arrival order (feed.rs).
+    Ok(
+        super::feed::insert_in_arrival_order(client, statement, &params)?
+            .iter()
+            .map(|row| unescape_nul(row.get(0)))
+            .collect(),
+    )
 }
 
 pub fn random_shard() -> i16 {

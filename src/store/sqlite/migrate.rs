@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../sql/001_init.sql"),
     include_str!("../../../sql/002_growth.sql"),
     include_str!("../../../sql/003_text_index_tail.sql"),
+    include_str!("../../../sql/004_feed.sql"),
 ];
 
 /// The schema version this build expects.

@@ -7,6 +7,7 @@
 //! (the deferred FTS5 index and its upkeep), `durability` (the `synchronous` guard).
 
 mod durability;
+mod feed;
 mod list;
 mod migrate;
 mod open;
