@@ -208,8 +208,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             let mut open = shared.open();
             if open.len() >= shared.limits.max_connections {
                 drop(open);
-                refuse(&stream);
+                // Counted before the refusal leaves, so a client that reads it sees it counted.
                 shared.observer.refused();
+                refuse(&stream);
                 continue;
             }
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
