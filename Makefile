@@ -1,5 +1,5 @@
 # hookbox — the everyday commands. `make help` lists them.
-.PHONY: help up down logs run test test-sqlite test-postgres test-edge lint bench bench-reads bench-pg soak
+.PHONY: help up down logs run test test-sqlite test-postgres test-edge lint bench bench-reads bench-pg soak fuzz
 
 # The compose v2 plugin (`docker compose`), or else the standalone v1 `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -53,3 +53,8 @@ bench-pg: ## only ingest on SQLite vs 1-3 instances on one PostgreSQL (BENCH_PG_
 
 soak: ## longer fault tests (crash, fd exhaustion, idle and hostile connections, 1M-row reads)
 	./soak/run.sh
+
+# Not part of `test`: it needs cargo-fuzz (installed if missing) and nightly flags, which
+# fuzz/run.sh allows on the stable toolchain with RUSTC_BOOTSTRAP=1. FUZZ_SECONDS=300 for a long run.
+fuzz: ## a short bounded run of each fuzz target (FUZZ_SECONDS, default 20, each; see docs/FUZZING.md)
+	./fuzz/run.sh

@@ -9,7 +9,9 @@
 //! invalid import lines); 2 bad arguments or configuration.
 
 mod export;
+mod follow;
 mod import;
+mod sign;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -33,11 +35,11 @@ pub enum Command {
     Healthcheck,
     Export(ExportArgs),
     /// `export --follow …`: the feed, continuing as messages arrive.
-    Follow(crate::follow::FollowArgs),
+    Follow(follow::FollowArgs),
     /// `import [FILE|-]`: `None` or `-` reads stdin.
     Import(Option<String>),
     /// `sign [--standard] [FILE|-]` (see `sign`).
-    Sign(crate::sign::SignArgs),
+    Sign(sign::SignArgs),
 }
 
 /// Whose help to print.
@@ -121,9 +123,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [] => Ok(Command::Healthcheck),
             [extra, ..] => Err(unexpected(extra, "healthcheck ")),
         },
-        "export" if crate::follow::asked(rest) => {
-            crate::follow::parse_args(rest).map(Command::Follow)
-        }
+        "export" if follow::asked(rest) => follow::parse_args(rest).map(Command::Follow),
         "export" => export::parse_args(rest).map(Command::Export),
         "import" => match rest {
             [] => Ok(Command::Import(None)),
@@ -132,7 +132,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             [path] => Ok(Command::Import(Some(path.clone()))),
             [_, extra, ..] => Err(unexpected(extra, "import ")),
         },
-        "sign" => crate::sign::parse_args(rest)
+        "sign" => sign::parse_args(rest)
             .map(Command::Sign)
             .map_err(|arg| unexpected(&arg, "sign ")),
         other => Err(unexpected(other, "")),
@@ -165,7 +165,7 @@ pub fn help(topic: Topic) -> &'static str {
         Topic::Healthcheck => HEALTHCHECK_HELP,
         Topic::Export => EXPORT_HELP,
         Topic::Import => IMPORT_HELP,
-        Topic::Sign => crate::sign::HELP,
+        Topic::Sign => sign::HELP,
     }
 }
 
@@ -257,11 +257,8 @@ pub fn run(config: &Config, command: &Command) -> ExitCode {
                 .map_err(CliError::Failed),
         ),
         Command::Export(args) => ("export", export::run(config, args).map(|()| true)),
-        Command::Follow(args) => (
-            "export --follow",
-            crate::follow::run(config, args).map(|()| true),
-        ),
-        Command::Sign(args) => ("sign", crate::sign::run(config, args).map(|()| true)),
+        Command::Follow(args) => ("export --follow", follow::run(config, args).map(|()| true)),
+        Command::Sign(args) => ("sign", sign::run(config, args).map(|()| true)),
         Command::Import(path) => (
             "import",
             import::run(config, path.as_deref())

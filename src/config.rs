@@ -7,15 +7,16 @@
 mod database;
 mod senders;
 mod size;
+mod values;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
 
 use size::{DEFAULT_MAX_BODY_BUFFER_MIB, MAX_BODY_BUFFER_MIB, mebibytes};
+use values::{number, parse_host, parse_log_level};
 
 pub use database::{Database, parse_database_url, redact_url};
 pub use senders::{KeySlot, Keys, Senders, Twilio, standard_secret};
@@ -144,6 +145,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How often, while a `/feed` waits, the feed's watcher reads the newest position another
+/// instance may have committed (a short poll: the cross-instance wake-up is at most this late).
+pub const FEED_WATCH_EVERY: Duration = Duration::from_millis(200);
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///hookbox.db";
 
 /// Each open connection costs one thread (a 128 KiB stack reserved, of which a few KiB are
@@ -271,7 +276,7 @@ impl Config {
                 },
             },
             text_index_catch_up: true,
-            feed_watch_every: crate::feed::WATCH_EVERY,
+            feed_watch_every: FEED_WATCH_EVERY,
             retain_messages: number(&get, "HOOKBOX_RETAIN_MESSAGES", 0, 0..=i64::MAX as u64)?,
             // 100 years: beyond that "forever" (0) says it better, and the cutoff stays a date.
             retain_days: number(&get, "HOOKBOX_RETAIN_DAYS", 0, 0..=36_500)?,
@@ -305,57 +310,6 @@ impl Config {
         config.host = "127.0.0.1".to_owned();
         config.port = 0;
         config
-    }
-}
-
-/// Parses an unsigned integer variable within `range`, or returns `default` when unset.
-fn number<T>(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    let Some(raw) = get(variable) else {
-        return Ok(default);
-    };
-    match raw.trim().parse::<T>() {
-        Ok(value) if range.contains(&value) => Ok(value),
-        _ => Err(ConfigError {
-            variable,
-            reason: format!(
-                "{raw:?} is not a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
-        }),
-    }
-}
-
-/// `HOST` is an IP address literal, v4 or v6, written as it is (no brackets, no port, no
-/// spaces). Names such as `localhost` are refused: what a name resolves to (127.0.0.1, ::1, or
-/// both) depends on the machine, and the address the server listens on should not.
-fn parse_host(raw: &str) -> Result<String, String> {
-    match raw.parse::<IpAddr>() {
-        Ok(_) => Ok(raw.to_owned()),
-        Err(_) if raw == "localhost" => {
-            Err("\"localhost\" is a name, not an address; use 127.0.0.1 (or ::1)".to_owned())
-        }
-        Err(_) => Err(format!(
-            "{raw:?} is not an IP address such as 0.0.0.0, 127.0.0.1 or :: (no port, no brackets)"
-        )),
-    }
-}
-
-fn parse_log_level(raw: &str) -> Option<LevelFilter> {
-    match raw.trim().to_ascii_uppercase().as_str() {
-        "ERROR" => Some(LevelFilter::Error),
-        "WARN" | "WARNING" => Some(LevelFilter::Warn),
-        "INFO" => Some(LevelFilter::Info),
-        "DEBUG" => Some(LevelFilter::Debug),
-        _ => None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! The writer bumps it right after each such commit, so a waiter on this instance wakes at once.
 //! Commits made elsewhere (another instance on PostgreSQL, `hookbox import` on the same SQLite
 //! file) are seen by the watcher: while anyone waits, it reads the store's newest position every
-//! `WATCH_EVERY` (`Config::feed_watch_every`) on its own connection and bumps the generation when it moved (a short poll,
+//! `config::FEED_WATCH_EVERY` (`Config::feed_watch_every`) on its own connection and bumps the generation when it moved (a short poll,
 //! which needs no help from the writers of other instances).
 //!
 //! Waiters sit on their connection's own thread (`answer::Pipeline::dispatch`), never on a worker.
@@ -18,9 +18,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::store::Store;
-
-/// How often the watcher looks for commits made elsewhere while someone waits.
-pub const WATCH_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 pub struct Notifier {

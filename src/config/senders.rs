@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{ConfigError, Secret, number};
+use super::{ConfigError, Secret, values::number};
 
 /// Which of a sender's keys verified a request: said in logs and metrics, never the key itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub(super) fn mebibytes(
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
-    super::number(get, variable, default, range)?
+    super::values::number(get, variable, default, range)?
         .checked_mul(1024 * 1024)
         .ok_or_else(|| ConfigError {
             variable,

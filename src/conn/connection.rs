@@ -1,15 +1,16 @@
 //! One connection's loop: wait for a request, read its head and body, call the handler, write the
 //! answer, and again — each step within its own total deadline.
 
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::accept::{BUSY, Shared, WAITING};
+use super::body::read_body;
 use super::budget::Reservation;
 use super::parse::{Head, HeadFail, find_head_end, parse_head};
-use super::write::{self, write_answer};
+use super::write::{self, write_all_by, write_answer};
 use super::{Arrival, Body, CloseReason, Incoming, Limits, Outgoing};
 
 /// Why reading stopped short.
@@ -18,6 +19,21 @@ pub(super) enum ReadFail {
     TimedOut,
     TooLarge,
     Io,
+}
+
+/// Where a request's bytes come from: a client's socket (`Connection`), or bytes in memory
+/// (`replay`, which the fuzz targets drive). Reading a head and a body is written once against
+/// this, so what is fuzzed is what serves.
+pub(super) trait Wire {
+    fn limits(&self) -> &Limits;
+    /// Bytes read but not used yet: the rest of a head, a body, pipelined requests.
+    fn pending(&mut self) -> &mut Vec<u8>;
+    /// Reads at least one more byte into `pending`, at most `chunk`, before `deadline`.
+    fn read_more(&mut self, deadline: Instant, chunk: usize) -> Result<(), ReadFail>;
+    /// Tells the client to go on and send the body it announced (`100 Continue`).
+    fn send_continue(&mut self) -> io::Result<()>;
+    /// The server is shutting down: an end of input is then its doing, not the client's.
+    fn stopping(&self) -> bool;
 }
 
 pub(super) struct Connection<'a> {
@@ -46,10 +62,6 @@ impl<'a> Connection<'a> {
 
     pub(super) fn limits(&self) -> &'a Limits {
         &self.shared.limits
-    }
-
-    fn stopping(&self) -> bool {
-        self.shared.stopping.load(Ordering::SeqCst)
     }
 
     /// Serves requests one after another until the connection ends; returns why it ended.
@@ -85,7 +97,7 @@ impl<'a> Connection<'a> {
             let head_started = if first { accepted } else { Instant::now() };
             first = false;
             let head_deadline = head_started + self.limits().header_timeout;
-            let head = match self.read_head(head_deadline) {
+            let head = match read_head(self, head_deadline) {
                 Ok(head) => head,
                 Err(HeadFail::Closed(reason)) => return reason,
                 Err(HeadFail::Answer(status)) => {
@@ -101,7 +113,7 @@ impl<'a> Connection<'a> {
             // Held until the answer is written: the body's bytes count against the budget for
             // as long as this request is in hand.
             let mut reservation = Reservation::new(&self.shared.budget, &*self.shared.observer);
-            let body = self.read_body(&head, &mut reservation, body_deadline);
+            let body = read_body(self, &head, &mut reservation, body_deadline);
             let complete = matches!(body, Body::Complete(_));
             let body_timed_out = matches!(body, Body::TimedOut);
             let head_only = head.method == "HEAD";
@@ -157,8 +169,38 @@ impl<'a> Connection<'a> {
         write_answer(self.stream, answer, framing, deadline)
     }
 
-    /// Reads at least one more byte into `pending`, at most `chunk`, before `deadline`.
-    pub(super) fn read_more(&mut self, deadline: Instant, chunk: usize) -> Result<(), ReadFail> {
+    /// Closes gracefully when the peer may still be sending (an unread body, pipelined requests):
+    /// closing a socket with unread input makes the kernel send a reset, which can destroy the
+    /// answer before the client reads it. So: stop writing, and read what still comes for a moment.
+    fn linger(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut discarded = 0;
+        self.pending.clear();
+        while discarded < 256 * 1024 {
+            match self.read_more(deadline, 8192) {
+                Ok(()) => {
+                    discarded += self.pending.len();
+                    self.pending.clear();
+                }
+                Err(_) => break,
+            }
+        }
+        // What a lingering read held is not kept while the connection ends.
+        self.pending = Vec::new();
+    }
+}
+
+impl Wire for Connection<'_> {
+    fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    fn pending(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    fn read_more(&mut self, deadline: Instant, chunk: usize) -> Result<(), ReadFail> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ReadFail::TimedOut);
@@ -193,63 +235,56 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn read_head(&mut self, deadline: Instant) -> Result<Head, HeadFail> {
-        let max = self.limits().max_head_bytes;
-        let mut searched = 0;
-        let end = loop {
-            // Clients may end lines with a bare LF; only CRLF CRLF or LF LF ends the head.
-            if let Some(end) = find_head_end(&self.pending, searched) {
-                break end;
-            }
-            // A request starts with a method: binary or TLS bytes are refused at once.
-            if !self.pending.is_empty() && !self.pending[0].is_ascii_alphabetic() {
-                let leading_blank = self.pending[0] == b'\r' || self.pending[0] == b'\n';
-                if !leading_blank {
-                    return Err(HeadFail::Answer(400));
-                }
-            }
-            searched = self.pending.len().saturating_sub(3);
-            if self.pending.len() > max {
-                return Err(HeadFail::Answer(431));
-            }
-            match self.read_more(deadline, 1024) {
-                Ok(()) => {}
-                Err(ReadFail::TimedOut) => {
-                    return Err(HeadFail::Closed(CloseReason::HeaderTimeout));
-                }
-                Err(ReadFail::Eof) if self.stopping() => {
-                    return Err(HeadFail::Closed(CloseReason::Shutdown));
-                }
-                Err(ReadFail::Eof) => return Err(HeadFail::Closed(CloseReason::Client)),
-                Err(_) if self.stopping() => return Err(HeadFail::Closed(CloseReason::Shutdown)),
-                Err(_) => return Err(HeadFail::Closed(CloseReason::Error)),
-            }
-        };
-        if end > max {
-            return Err(HeadFail::Answer(431));
-        }
-        let raw: Vec<u8> = self.pending.drain(..end).collect();
-        parse_head(&raw, self.limits().max_headers)
+    fn send_continue(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + self.limits().write_timeout;
+        write_all_by(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline)
     }
 
-    /// Closes gracefully when the peer may still be sending (an unread body, pipelined requests):
-    /// closing a socket with unread input makes the kernel send a reset, which can destroy the
-    /// answer before the client reads it. So: stop writing, and read what still comes for a moment.
-    fn linger(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let mut discarded = 0;
-        self.pending.clear();
-        while discarded < 256 * 1024 {
-            match self.read_more(deadline, 8192) {
-                Ok(()) => {
-                    discarded += self.pending.len();
-                    self.pending.clear();
-                }
-                Err(_) => break,
+    fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads a request head from `wire` by `deadline` and parses it.
+pub(super) fn read_head(wire: &mut impl Wire, deadline: Instant) -> Result<Head, HeadFail> {
+    let max = wire.limits().max_head_bytes;
+    let mut searched = 0;
+    let end = loop {
+        let pending = wire.pending();
+        // A request starts with a method: binary or TLS bytes are refused at once. Checked
+        // before the head's end is looked for, so the answer is the same however the bytes
+        // arrived (found by fuzzing: a long head starting with a control byte was a 431 when it
+        // came in one read, a 400 when in several).
+        if let Some(&first) = pending.first() {
+            let leading_blank = first == b'\r' || first == b'\n';
+            if !first.is_ascii_alphabetic() && !leading_blank {
+                return Err(HeadFail::Answer(400));
             }
         }
-        // What a lingering read held is not kept while the connection ends.
-        self.pending = Vec::new();
+        // Clients may end lines with a bare LF; only CRLF CRLF or LF LF ends the head.
+        if let Some(end) = find_head_end(pending, searched) {
+            break end;
+        }
+        searched = pending.len().saturating_sub(3);
+        if pending.len() > max {
+            return Err(HeadFail::Answer(431));
+        }
+        match wire.read_more(deadline, 1024) {
+            Ok(()) => {}
+            Err(ReadFail::TimedOut) => {
+                return Err(HeadFail::Closed(CloseReason::HeaderTimeout));
+            }
+            Err(ReadFail::Eof) if wire.stopping() => {
+                return Err(HeadFail::Closed(CloseReason::Shutdown));
+            }
+            Err(ReadFail::Eof) => return Err(HeadFail::Closed(CloseReason::Client)),
+            Err(_) if wire.stopping() => return Err(HeadFail::Closed(CloseReason::Shutdown)),
+            Err(_) => return Err(HeadFail::Closed(CloseReason::Error)),
+        }
+    };
+    if end > max {
+        return Err(HeadFail::Answer(431));
     }
+    let raw: Vec<u8> = wire.pending().drain(..end).collect();
+    parse_head(&raw, wire.limits().max_headers)
 }

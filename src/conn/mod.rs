@@ -13,6 +13,7 @@
 //! - `body`: reading a body (`Content-Length` or chunked) against its limit and the budget.
 //! - `budget`: the process-wide budget for buffered request bodies.
 //! - `parse`: the request head and its framing (pure functions, unit-tested).
+//! - `replay`: reading a request from bytes in memory with the same functions (for fuzzing).
 //! - `write`: writing an answer, the reason phrases, the `Date` header.
 //!
 //! Why this is our own code and not tiny_http's: README "Design decisions".
@@ -22,6 +23,7 @@ mod body;
 mod budget;
 mod connection;
 mod parse;
+mod replay;
 mod write;
 
 use std::io;
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 pub use accept::{Serving, serve};
 pub use budget::BodyBudget;
+pub use replay::{Replayed, replay};
 pub use write::{plain, reason_phrase};
 
 /// The bounds every connection is held to.

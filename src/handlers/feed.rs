@@ -94,9 +94,10 @@ fn continue_after(query: &str, next: &str) -> String {
 }
 
 /// The page asked for, the token's store and position when one was given, and the wait.
-type Asked = (FeedQuery, Option<(String, i64)>, Duration);
+pub type Asked = (FeedQuery, Option<(String, i64)>, Duration);
 
-fn parse_query(request: &Request) -> Result<Asked, Error> {
+/// Reads and checks every parameter. (Public for the fuzz targets.)
+pub fn parse_query(request: &Request) -> Result<Asked, Error> {
     let mut problems = Vec::new();
     let limit = integer(request, "limit", 1, MAX_LIMIT.into(), &mut problems)
         .map_or(DEFAULT_LIMIT, |limit| limit as u32);

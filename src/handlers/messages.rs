@@ -74,8 +74,9 @@ fn matches_nothing(query: &ListQuery) -> bool {
     })
 }
 
-/// `/messages?…` with the query's filters and limit, continuing after `last`.
-fn next_link(query: &ListQuery, since: Option<&str>, last: &StoredMessage) -> Option<String> {
+/// `/messages?…` with the query's filters and limit, continuing after `last`. (Public for the
+/// fuzz targets: a link parsed back must be the same query.)
+pub fn next_link(query: &ListQuery, since: Option<&str>, last: &StoredMessage) -> Option<String> {
     let position = Position {
         ts_key: timestamp::sort_key(&last.ts)?,
         message_id: last.message_id.clone(),
@@ -108,8 +109,8 @@ fn percent_encode(value: &str) -> String {
 }
 
 /// Reads and checks every parameter, reporting all problems at once (FastAPI's way). Also
-/// returns `since` as given, for the next link.
-fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> {
+/// returns `since` as given, for the next link. (Public for the fuzz targets.)
+pub fn parse_query(request: &Request) -> Result<(ListQuery, Option<String>), Error> {
     let mut problems = Vec::new();
     let limit = integer(request, "limit", 1, MAX_LIMIT.into(), &mut problems)
         .map_or(DEFAULT_LIMIT, |limit| limit as u32);

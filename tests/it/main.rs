@@ -5,6 +5,9 @@
 mod support;
 
 mod answers;
+mod attack_auth;
+mod attack_queries;
+mod attack_senders;
 mod auth;
 mod binary;
 mod commit_timeout;

@@ -1,6 +1,6 @@
 //! The harness of the binary tests: a `Launch` (working directory and a clean environment), a
-//! `Proc` that is killed on drop, its stdout read line by line as JSON, and a small raw HTTP
-//! client.
+//! `Proc` that is killed on drop, its stdout read line by line as JSON, and requests through
+//! the suite's raw HTTP client (`support::send_to`).
 //!
 //! Nothing waits on a fixed sleep: tests wait for a log line (with a deadline), for the process to
 //! exit (bounded poll), or for HTTP to answer (bounded poll). Assertions about what is *absent*
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Resp, SECRET, send_to, sign};
+pub use crate::support::send_to;
+use crate::support::{Resp, SECRET, sign};
 
 /// Upper bound for anything a test waits on; generous for slow CI machines.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -304,21 +305,10 @@ pub fn is_iso8601_utc(ts: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A raw HTTP/1.1 client.
-
-/// One request on a fresh connection, answered within the suite's bound.
-pub fn send(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
-    send_to(addr, method, target, headers, body)
-}
+// Requests, through the suite's one raw HTTP/1.1 client (`support::http`).
 
 pub fn get(addr: SocketAddr, target: &str) -> Resp {
-    send(addr, "GET", target, &[], b"")
+    send_to(addr, "GET", target, &[], b"")
 }
 
 /// POSTs `body` to /webhook signed with `SECRET`.
@@ -326,7 +316,7 @@ pub fn post_signed(addr: SocketAddr, body: &str, headers: &[(&str, &str)]) -> Re
     let signature = sign(body.as_bytes());
     let mut all = vec![("X-Signature", signature.as_str())];
     all.extend_from_slice(headers);
-    send(addr, "POST", "/webhook", &all, body.as_bytes())
+    send_to(addr, "POST", "/webhook", &all, body.as_bytes())
 }
 
 pub const TS: &str = "2025-01-15T10:00:00Z";

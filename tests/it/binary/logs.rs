@@ -14,10 +14,10 @@ fn stdout_is_json_lines_with_request_fields() {
     let (proc, addr) = Launch::new(dir.path()).start();
 
     let with_id = |id: &'static str| [("X-Request-ID", id)];
-    let ready = send(addr, "GET", "/health/ready", &with_id("rid-ready"), b"");
+    let ready = send_to(addr, "GET", "/health/ready", &with_id("rid-ready"), b"");
     assert_eq!(ready.status, 200, "{}", ready.text());
     let body = message("log-1", FROM, TS, Some("hello"));
-    let unsigned = send(
+    let unsigned = send_to(
         addr,
         "POST",
         "/webhook",
@@ -38,12 +38,12 @@ fn stdout_is_json_lines_with_request_fields() {
     let bad_from = message("log-bad", "12345", TS, None);
     let invalid_field = post_signed(addr, &bad_from, &with_id("rid-422-field"));
     assert_eq!(invalid_field.status, 422, "{}", invalid_field.text());
-    let list = send(addr, "GET", "/messages", &with_id("rid-list"), b"");
+    let list = send_to(addr, "GET", "/messages", &with_id("rid-list"), b"");
     assert_eq!(list.status, 200);
-    let missing = send(addr, "GET", "/nope?x=1", &with_id("rid-404"), b"");
+    let missing = send_to(addr, "GET", "/nope?x=1", &with_id("rid-404"), b"");
     assert_eq!(missing.status, 404);
     let anonymous = [get(addr, "/health/live"), get(addr, "/health/live")];
-    let hostile = send(
+    let hostile = send_to(
         addr,
         "GET",
         "/health/live",
@@ -208,7 +208,7 @@ fn secret_and_bodies_never_reach_stdout_or_stderr() {
     let body = message("secret-1", FROM, TS, Some(text));
     let good = hookbox::signature::sign_hex(secret.as_bytes(), body.as_bytes());
     let post = |signature: &str, body: &str| {
-        send(
+        send_to(
             addr,
             "POST",
             "/webhook",
@@ -264,7 +264,7 @@ fn log_level_error_keeps_only_error_lines() {
         200
     );
     assert_eq!(get(addr, "/nope").status, 404);
-    let unsigned = send(
+    let unsigned = send_to(
         addr,
         "POST",
         "/webhook",
@@ -292,7 +292,7 @@ fn log_level_warn_mixed_case_hides_info_but_keeps_warnings() {
     let dir = TempDir::new();
     let (proc, addr) = start_on_free_port(Launch::new(dir.path()).env("LOG_LEVEL", "Warn"));
     assert_eq!(get(addr, "/health/live").status, 200);
-    let missing = send(
+    let missing = send_to(
         addr,
         "GET",
         "/nope",

@@ -37,7 +37,7 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
 
     let body = message("old-key-1", FROM, TS, Some("signed the old way"));
     let old = hookbox::signature::sign_hex(OLD_SECRET.as_bytes(), body.as_bytes());
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook",
@@ -52,7 +52,7 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
         {"from": "16505551234", "id": "wamid.L2", "timestamp": "1749416384", "type": "text",
          "text": {"body": "second secret words"}}
     ]));
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook/whatsapp",
@@ -68,7 +68,7 @@ fn webhook_lines_say_the_source_and_the_key_never_the_secret_or_the_text() {
         {"from": "not digits", "id": "wamid.L3", "timestamp": "1749416385", "type": "text",
          "text": {"body": "never logged words"}}
     ]));
-    let answer = send(
+    let answer = send_to(
         addr,
         "POST",
         "/webhook/whatsapp",
@@ -138,4 +138,33 @@ fn sign_prints_the_x_signature_and_fails_without_a_secret() {
     assert!(unset.stdout.is_empty());
     let usage = launch.run_args(&["sign", "a", "b"], b"");
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// The careless operator: an empty body is signed (it is a body), a directory or a missing file
+/// is exit 1 naming it, and two names for the body are exit 2 rather than one picked silently.
+#[test]
+fn sign_refuses_a_directory_a_missing_file_and_two_bodies() {
+    let dir = TempDir::new();
+    let launch = Launch::new(dir.path());
+    let empty = launch.run_args(&["sign"], b"");
+    assert!(empty.status.success(), "{empty:?}");
+    assert_eq!(
+        String::from_utf8(empty.stdout).unwrap(),
+        format!("{}\n", sign(b""))
+    );
+    let folder = dir.path().to_str().unwrap().to_owned();
+    let missing = dir.path().join("absent.json");
+    let missing = missing.to_str().unwrap();
+    for (args, code, named) in [
+        (vec!["sign", folder.as_str()], 1, folder.as_str()),
+        (vec!["sign", missing], 1, missing),
+        (vec!["sign", "-", "-"], 2, "\"-\""),
+        (vec!["sign", "-", missing], 2, missing),
+    ] {
+        let output = launch.run_args(&args, b"{}");
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {output:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
 }

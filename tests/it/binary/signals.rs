@@ -217,7 +217,7 @@ fn sigterm_answers_a_keep_alive_request_in_flight_with_connection_close() {
 }
 
 /// Issue 7's packet (a signed webhook and eight GETs in one write) followed by SIGTERM: every
-/// answer arrives, and the process exits 0 within the grace period (today it hung, then exit 1).
+/// answer arrives, and the process exits 0 within the grace period (before the fix it hung, then exited 1).
 #[test]
 fn sigterm_after_the_pipelined_packet_exits_0_within_the_grace_period() {
     let grace = Duration::from_secs(3);

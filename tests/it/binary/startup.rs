@@ -123,7 +123,7 @@ fn without_a_secret_the_server_starts_but_is_not_ready() {
         assert_eq!(ready.status, 503, "{}", ready.text());
         assert!(ready.json().is_object());
         let body = message("nosecret-1", FROM, TS, None);
-        let webhook = send(
+        let webhook = send_to(
             addr,
             "POST",
             "/webhook",

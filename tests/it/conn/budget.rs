@@ -7,31 +7,28 @@
 //! only after the body's bytes are reserved, so the test knows the reservation landed without
 //! sleeping.
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Ending};
-use crate::support::{TestServer, message, metric_value, sign};
+use super::{TIMEOUT, next_answer, send};
+use crate::support::{Conn, Ending, Resp, TestServer, message, metric_value, sign};
 
 /// Declared size of each held body (over the 16 KiB a small body may be).
 const HELD_BODY: usize = 100 * 1024;
 
 /// Sends a head for a `HELD_BODY` webhook with `Expect: 100-continue`, and returns the stream
-/// and the head of the first answer: 100 when its bytes were reserved.
-fn hold(server: &TestServer) -> (TcpStream, wire::Answer) {
-    let mut stream = wire::connect(server.addr);
+/// and the first answer: 100 when its bytes were reserved.
+fn hold(server: &TestServer) -> (Conn, Resp) {
+    let mut stream = Conn::open(server.addr);
     let head = format!(
         "POST /webhook HTTP/1.1\r\nHost: x\r\nX-Signature: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {HELD_BODY}\r\nExpect: 100-continue\r\n\r\n",
         sign(b"never sent whole")
     );
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let answer = wire::read_head(&mut reader).expect("an answer to the head");
+    assert!(stream.send(head.as_bytes()));
+    let answer = next_answer(&mut stream);
     if answer.status == 100 {
         // Half the body, then nothing: the connection holds it until the body deadline.
-        stream.write_all(&vec![b' '; HELD_BODY / 2]).unwrap();
+        assert!(stream.send(&vec![b' '; HELD_BODY / 2]));
     }
     (stream, answer)
 }
@@ -61,12 +58,15 @@ fn held_bodies_fill_the_budget_then_new_ones_get_503_while_small_webhooks_are_se
     }
     assert_eq!(held.len(), 15, "bodies reserved before the budget was full");
     assert_eq!(buffered_bytes(&server), (15 * HELD_BODY) as f64);
-    for (stream, answer) in &refused {
+    for (stream, answer) in &mut refused {
         assert_eq!(answer.status, 503);
         assert!(answer.header("retry-after").is_some(), "{answer:?}");
         assert_eq!(answer.header("connection"), Some("close"));
-        let (_, ending) = wire::read_to_end(&mut BufReader::new(stream));
-        assert_ne!(ending, Ending::Open, "a refused body's connection closes");
+        assert_ne!(
+            stream.ending(TIMEOUT),
+            Ending::Open,
+            "a refused body's connection closes"
+        );
     }
 
     // An honest webhook of ordinary size is served while the large ones are held.
@@ -79,7 +79,7 @@ fn held_bodies_fill_the_budget_then_new_ones_get_503_while_small_webhooks_are_se
 
     // The holders go away: their reservations are given back, and a large body fits again.
     drop(held);
-    let deadline = Instant::now() + wire::TIMEOUT;
+    let deadline = Instant::now() + TIMEOUT;
     while buffered_bytes(&server) != 0.0 {
         assert!(Instant::now() < deadline, "the budget was not given back");
         std::thread::yield_now();
@@ -112,15 +112,14 @@ fn a_chunked_body_is_reserved_chunk_by_chunk() {
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n\r\n");
-    let client = wire::send(h.addr, &request);
-    let mut reader = BufReader::new(&client);
-    let answer = wire::read_answer(&mut reader).expect("an answer");
+    let mut client = send(h.addr, &request);
+    let answer = next_answer(&mut client);
     assert_eq!(
-        (answer.status, answer.body_text().as_str()),
+        (answer.status, answer.text().as_str()),
         (503, "POST /chunked over_budget")
     );
     assert_eq!(answer.header("connection"), Some("close"));
-    assert_ne!(wire::read_to_end(&mut reader).1, Ending::Open);
+    assert_ne!(client.ending(TIMEOUT), Ending::Open);
     assert_eq!(h.next_close(), super::CloseReason::Refused);
     assert_eq!(h.serving.body_buffer_bytes(), 0);
 
@@ -133,7 +132,7 @@ fn a_chunked_body_is_reserved_chunk_by_chunk() {
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n\r\n");
-    let client = wire::send(h.addr, &request);
-    let answer = wire::read_answer(&mut BufReader::new(&client)).expect("an answer");
-    assert_eq!(answer.body_text(), "POST /fits complete 40960");
+    let mut client = send(h.addr, &request);
+    let answer = next_answer(&mut client);
+    assert_eq!(answer.text(), "POST /fits complete 40960");
 }

@@ -8,7 +8,7 @@ fn header_deadline_is_total() {
         header_timeout: Duration::from_secs(1),
         ..limits()
     });
-    let client = connect(h.addr);
+    let mut client = Conn::open(h.addr);
     let started = Instant::now();
     // A head that never ends, a byte every 100 ms: each byte would restart a per-read timeout.
     let writer = trickle(
@@ -16,10 +16,11 @@ fn header_deadline_is_total() {
         b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa",
         Duration::from_millis(100),
     );
-    let (bytes, ending) = read_to_end(&mut buffered(&client));
+    let ending = client.ending(TIMEOUT);
+    let bytes = client.received();
     let took = started.elapsed();
     assert!(
-        ended(&ending) && bytes.is_empty(),
+        ending.ended() && bytes.is_empty(),
         "{:?} {:?}",
         ending,
         bytes
@@ -42,30 +43,31 @@ fn the_first_head_is_timed_from_accept_and_later_ones_from_their_first_byte() {
     });
     // Silent for 700 ms after connecting, then dribbling: cut 1 s after the connect, not after
     // the first byte.
-    let client = connect(h.addr);
+    let mut client = Conn::open(h.addr);
     let started = Instant::now();
+    // Not synchronisation: the client's silence is the attack (a head that starts late).
     thread::sleep(Duration::from_millis(700));
     let writer = trickle(
         &client,
         b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaa",
         Duration::from_millis(100),
     );
-    let (_, ending) = read_to_end(&mut buffered(&client));
+    let ending = client.ending(TIMEOUT);
     let took = started.elapsed();
-    assert!(ended(&ending), "{:?}", ending);
+    assert!(ending.ended(), "{:?}", ending);
     assert!(took < Duration::from_millis(1500), "cut after {:?}", took);
     assert_eq!(h.next_close(), CloseReason::HeaderTimeout);
     writer.join().unwrap();
 
     // After a first request, a pause longer than the header timeout is an idle wait, and the
     // next head gets its own full second from its first byte.
-    let client = connect(h.addr);
-    let mut reader = buffered(&client);
-    (&client).write_all(b"GET /a HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(read_answer(&mut reader).unwrap().status, 200);
+    let mut client = Conn::open(h.addr);
+    assert!(client.send(b"GET /a HTTP/1.1\r\n\r\n"));
+    assert_eq!(next_answer(&mut client).status, 200);
+    // Not synchronisation: the client's pause is what is tested (longer than the header timeout).
     thread::sleep(Duration::from_millis(1300));
-    (&client).write_all(b"GET /b HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(read_answer(&mut reader).unwrap().status, 200);
+    assert!(client.send(b"GET /b HTTP/1.1\r\n\r\n"));
+    assert_eq!(next_answer(&mut client).status, 200);
 }
 
 #[test]
@@ -74,17 +76,16 @@ fn body_deadline_is_total() {
         body_timeout: Duration::from_secs(1),
         ..limits()
     });
-    let client = send(
+    let mut client = send(
         h.addr,
         b"POST /slow HTTP/1.1\r\nContent-Length: 100\r\n\r\n",
     );
     let started = Instant::now();
     let writer = trickle(&client, b"x", Duration::from_millis(100));
-    let mut reader = buffered(&client);
-    let answer = read_answer(&mut reader).unwrap();
+    let answer = next_answer(&mut client);
     let took = started.elapsed();
     assert_eq!(
-        (answer.status, answer.body_text().as_str()),
+        (answer.status, answer.text().as_str()),
         (408, "POST /slow timed_out")
     );
     assert_eq!(h.next_seen().body, Body::TimedOut);
@@ -94,7 +95,6 @@ fn body_deadline_is_total() {
         took
     );
     assert_eq!(answer.header("connection"), Some("close"));
-    drop(reader);
     drop(client);
     assert_eq!(h.next_close(), CloseReason::BodyTimeout);
     writer.join().unwrap();
@@ -135,11 +135,10 @@ fn idle_connection_is_closed_after_idle_timeout() {
         idle_timeout: Duration::from_millis(500),
         ..limits()
     });
-    let client = send(h.addr, b"GET /once HTTP/1.1\r\n\r\n");
-    let mut reader = buffered(&client);
-    assert_eq!(read_answer(&mut reader).unwrap().status, 200);
+    let mut client = send(h.addr, b"GET /once HTTP/1.1\r\n\r\n");
+    assert_eq!(next_answer(&mut client).status, 200);
     let started = Instant::now();
-    assert_eq!(read_to_end(&mut reader).1, Ending::Closed);
+    assert_eq!(client.ending(TIMEOUT), Ending::Closed);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",

@@ -8,7 +8,7 @@
 //! - `lifecycle`: the connection limit, stop and cut, the accept loop's errors, threads.
 //! - `budget`: the budget for request bodies held in memory.
 
-use std::io::{BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,9 +23,8 @@ mod budget;
 mod deadlines;
 mod framing;
 mod lifecycle;
-mod wire;
 
-use wire::{Ending, TIMEOUT, connect, ended, read_answer, read_head, read_to_end, send};
+use crate::support::{BOUND as TIMEOUT, Conn, Ending, Resp};
 
 /// What the observer saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,13 +176,25 @@ fn start(limits: Limits) -> Harness {
     start_with(limits, echo)
 }
 
-fn buffered(stream: &TcpStream) -> BufReader<TcpStream> {
-    BufReader::new(stream.try_clone().unwrap())
+/// Connects and writes `bytes` at once.
+fn send(addr: SocketAddr, bytes: &[u8]) -> Conn {
+    let mut conn = Conn::open(addr);
+    assert!(
+        conn.send(bytes),
+        "the server closed before taking the request"
+    );
+    conn
+}
+
+/// The next response, interim `1xx` included (so an unexpected `100 Continue` fails the test),
+/// within `TIMEOUT`.
+fn next_answer(conn: &mut Conn) -> Resp {
+    conn.next_interim(TIMEOUT).resp("an answer")
 }
 
 /// Sends `bytes` one every `gap` on its own thread (until the server cuts it or `TIMEOUT`).
-fn trickle(stream: &TcpStream, bytes: &'static [u8], gap: Duration) -> thread::JoinHandle<()> {
-    let mut stream = stream.try_clone().unwrap();
+fn trickle(conn: &Conn, bytes: &'static [u8], gap: Duration) -> thread::JoinHandle<()> {
+    let mut stream = conn.stream.try_clone().unwrap();
     thread::spawn(move || {
         let end = Instant::now() + TIMEOUT;
         for byte in bytes.iter().cycle() {

@@ -149,12 +149,12 @@ impl Conn {
                 Got::Data => {}
                 // Closed after a whole head: the response ran to the close (a `HEAD` answer
                 // carries the `Content-Length` of a body it does not send).
-                Got::Closed if self.raw.windows(4).any(|w| w == b"\r\n\r\n") => {
+                Got::Closed | Got::Reset if self.raw.windows(4).any(|w| w == b"\r\n\r\n") => {
                     let resp = parse_response(&self.raw);
                     self.raw.clear();
                     return Seen::Answered(resp);
                 }
-                Got::Closed => return Seen::Closed,
+                Got::Closed | Got::Reset => return Seen::Closed,
                 Got::Silent => return Seen::Silent,
             }
         }
@@ -163,12 +163,39 @@ impl Conn {
     /// True if the server closes the connection (EOF or reset) within `within`; bytes that
     /// arrive meanwhile are kept (see `received`).
     pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.ending(within).ended()
+    }
+
+    /// Reads until the server ends the connection or `within` passes, telling an orderly close
+    /// (EOF) from a reset; bytes that arrive meanwhile are kept (see `received`).
+    pub fn ending(&mut self, within: Duration) -> Ending {
         let deadline = Instant::now() + within;
         loop {
             match self.read_some(deadline) {
                 Got::Data => {}
-                Got::Closed => return true,
-                Got::Silent => return false,
+                Got::Closed => return Ending::Closed,
+                Got::Reset => return Ending::Reset,
+                Got::Silent => return Ending::Open,
+            }
+        }
+    }
+
+    /// The head of the next response, and nothing after it: the answer to a `HEAD` request,
+    /// whose `Content-Length` is that of a body it does not send (the framing rule cannot tell
+    /// from the response alone).
+    pub fn next_head(&mut self, within: Duration) -> Seen {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(split) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.raw.drain(..split + 4).collect();
+                let mut resp = parse_response(&head);
+                resp.body.clear();
+                return Seen::Answered(resp);
+            }
+            match self.read_some(deadline) {
+                Got::Data => {}
+                Got::Closed | Got::Reset => return Seen::Closed,
+                Got::Silent => return Seen::Silent,
             }
         }
     }
@@ -195,8 +222,8 @@ impl Conn {
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error)
                     if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                // A reset is the server closing on us.
-                Err(_) => return Got::Closed,
+                // A reset is the server closing with our bytes unread.
+                Err(_) => return Got::Reset,
             }
         }
     }
@@ -206,7 +233,26 @@ impl Conn {
 enum Got {
     Data,
     Closed,
+    Reset,
     Silent,
+}
+
+/// How a connection read to its end ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The server closed it (EOF).
+    Closed,
+    /// The server reset it (it closed with our bytes unread).
+    Reset,
+    /// Still open when the wait ran out.
+    Open,
+}
+
+impl Ending {
+    /// The server ended the connection (closed or reset) rather than leaving it open.
+    pub fn ended(&self) -> bool {
+        *self != Ending::Open
+    }
 }
 
 /// One HTTP/1.1 request with `Content-Length` and `Connection: close`, as bytes.

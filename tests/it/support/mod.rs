@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use http::{
-    BOUND, Conn, Resp, Seen, keep_alive_request, metric_value, parse_response, read_response,
-    read_response_by_length, request_bytes, send_to, take_response,
+    BOUND, Conn, Ending, Resp, Seen, keep_alive_request, metric_value, parse_response,
+    read_response, read_response_by_length, request_bytes, send_to, take_response,
 };
 pub use server::TestServer;
 pub use store::{

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::cli::{CliError, UsageError};
+use super::{CliError, UsageError};
 use crate::config::Config;
 use crate::handlers::feed::{decode_token, encode_token};
 use crate::store::feed::{FeedQuery, FeedStart};

@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::CliError;
+use super::CliError;
 use crate::config::Config;
 use crate::signature::{self, standard};
 
@@ -30,11 +30,14 @@ pub struct SignArgs {
 /// Reads the arguments after `sign`; the offending one when they cannot be run.
 pub fn parse_args(args: &[String]) -> Result<SignArgs, String> {
     let mut parsed = SignArgs::default();
+    // Whether the body was named already (`-` or a file): a second name is refused, not chosen.
+    let mut named = false;
     for arg in args {
         match arg.as_str() {
-            "--standard" => parsed.standard = true,
-            "-" if parsed.file.is_none() => {}
-            file if !file.starts_with('-') && parsed.file.is_none() => {
+            "--standard" if !parsed.standard => parsed.standard = true,
+            "-" if !named => named = true,
+            file if !file.starts_with('-') && !named => {
+                named = true;
                 parsed.file = Some(file.to_owned());
             }
             _ => return Err(arg.clone()),
@@ -227,5 +230,13 @@ mod tests {
         );
         assert_eq!(args(&["a", "b"]), Err("b".to_owned()));
         assert_eq!(args(&["--hex"]), Err("--hex".to_owned()));
+        // One body only, however it is named: stdin twice, or stdin and a file, is ambiguous.
+        assert_eq!(args(&["-", "-"]), Err("-".to_owned()));
+        assert_eq!(args(&["-", "m.json"]), Err("m.json".to_owned()));
+        assert_eq!(args(&["m.json", "-"]), Err("-".to_owned()));
+        assert_eq!(
+            args(&["--standard", "--standard"]),
+            Err("--standard".to_owned())
+        );
     }
 }
