@@ -121,6 +121,15 @@ class Server:
         if self.process.returncode != 0:
             raise RuntimeError(f"server exited {self.process.returncode} on SIGTERM")
 
+    def cpu_seconds(self):
+        """utime + stime of the whole process so far (threads that have ended included), from
+        /proc/PID/stat: read before and after a run, the difference is that run's CPU."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            # The command name may hold spaces; the fields after its closing parenthesis don't.
+            fields = f.read().rsplit(")", 1)[1].split()
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
     def context_switches(self):
         """Voluntary plus involuntary switches over the whole life of the process."""
         return self.rusage.ru_nvcsw + self.rusage.ru_nivcsw

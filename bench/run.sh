@@ -4,7 +4,7 @@
 #
 # The baseline (the binary every throughput figure is compared with, run by run):
 #   BENCH_BASELINE=/path/to/hookbox   use that binary; BENCH_BASELINE=none: no baseline
-#   otherwise                         the release at BENCH_BASELINE_REV (default 3205102, the
+#   otherwise                         the release at BENCH_BASELINE_REV (default 04f4cef, the
 #                                     last landed release), built once from git into
 #                                     target/baseline/ and reused; an existing clean worktree of
 #                                     that commit with a release build is reused as it is.
@@ -49,7 +49,7 @@ baseline_binary() {
 
 cargo build --release --locked
 if [ -z "${BENCH_BASELINE:-}" ]; then
-  BENCH_BASELINE=$(baseline_binary "${BENCH_BASELINE_REV:-3205102}")
+  BENCH_BASELINE=$(baseline_binary "${BENCH_BASELINE_REV:-04f4cef}")
 fi
 export BENCH_BASELINE
 echo "baseline: $BENCH_BASELINE" >&2

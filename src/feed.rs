@@ -7,7 +7,7 @@
 //! `config::FEED_WATCH_EVERY` (`Config::feed_watch_every`) on its own connection and bumps the generation when it moved (a short poll,
 //! which needs no help from the writers of other instances).
 //!
-//! Waiters sit on their connection's own thread (`worker::park`), never on a worker.
+//! Waiters sit on their connection's own thread (`answer::Pipeline::dispatch`), never on a worker.
 //!
 //! No wake-up is lost: a feed read takes the generation *before* its snapshot, and the writer
 //! bumps *after* its commit. A commit its snapshot missed therefore ended after the read began,

@@ -1,7 +1,7 @@
 //! Our own owned `Request` and `Response`, and the edge that converts to and from the connection
 //! layer's `Incoming`/`Outgoing`.
 //!
-//! Only this module and the server touch `conn`'s types. Handlers see a `Request` whose body
+//! Only this module, `answer` and the server touch `conn`'s types. Handlers see a `Request` whose body
 //! the connection thread has already read (up to the limit) and return a `Response` of plain bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,6 +7,7 @@
 //! `start` runs the exact server that the binary runs, so tests exercise the real thing.
 //! See ARCHITECTURE.md for the life of a request and the invariants.
 
+pub mod answer;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod problem;
+pub mod reply;
 pub mod response;
 pub mod router;
 pub mod server;

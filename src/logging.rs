@@ -4,6 +4,7 @@
 //! contract is that every stdout line is a JSON object with typed fields (`status` a number,
 //! `dup` a boolean). Structured fields travel as `log` key-values and become JSON fields here.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use log::kv::{self, VisitSource, VisitValue};
@@ -43,22 +44,50 @@ impl Log for JsonLogger {
     }
 }
 
-/// `{"ts":…,"level":…,"msg":…, …key-values}` and a newline.
+/// `{"ts":…,"level":…,"msg":…, …key-values}` and a newline. Written straight into one buffer:
+/// one log line per request is on every request's path, so no field allocates on its own.
 fn format_line(record: &Record<'_>) -> String {
-    let mut line = String::with_capacity(256);
+    let mut line = String::with_capacity(320);
     line.push_str("{\"ts\":\"");
     line.push_str(&timestamp::now_utc());
     line.push_str("\",\"level\":\"");
     line.push_str(record.level().as_str());
     line.push_str("\",\"msg\":");
-    push_json_string(&mut line, &record.args().to_string());
+    match record.args().as_str() {
+        Some(message) => push_json_string(&mut line, message),
+        None => push_json_string(&mut line, &record.args().to_string()),
+    }
     let _ = record.key_values().visit(&mut FieldWriter(&mut line));
     line.push_str("}\n");
     line
 }
 
+/// Appends `text` as a JSON string (RFC 8259 escapes: quote, backslash, control characters).
 fn push_json_string(line: &mut String, text: &str) {
-    line.push_str(&serde_json::to_string(text).expect("strings always serialize"));
+    line.push('"');
+    let mut plain = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        line.push_str(&text[plain..at]);
+        if escape.is_empty() {
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escape);
+        }
+        plain = at + 1;
+    }
+    line.push_str(&text[plain..]);
+    line.push('"');
 }
 
 /// Appends each key-value as a JSON field; `None` values are left out.
@@ -66,13 +95,15 @@ struct FieldWriter<'a>(&'a mut String);
 
 impl<'kvs> VisitSource<'kvs> for FieldWriter<'_> {
     fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
-        let mut rendered = String::new();
-        value.visit(ValueWriter(&mut rendered))?;
-        if !rendered.is_empty() {
-            self.0.push(',');
-            push_json_string(self.0, key.as_str());
-            self.0.push(':');
-            self.0.push_str(&rendered);
+        let before = self.0.len();
+        self.0.push(',');
+        push_json_string(self.0, key.as_str());
+        self.0.push(':');
+        let field_start = self.0.len();
+        value.visit(ValueWriter(self.0))?;
+        // A `None` wrote nothing: take its key back out.
+        if self.0.len() == field_start {
+            self.0.truncate(before);
         }
         Ok(())
     }
@@ -89,17 +120,19 @@ impl<'v> VisitValue<'v> for ValueWriter<'_> {
         Ok(())
     }
     fn visit_u64(&mut self, value: u64) -> Result<(), kv::Error> {
-        self.0.push_str(&value.to_string());
+        let _ = write!(self.0, "{value}");
         Ok(())
     }
     fn visit_i64(&mut self, value: i64) -> Result<(), kv::Error> {
-        self.0.push_str(&value.to_string());
+        let _ = write!(self.0, "{value}");
         Ok(())
     }
     fn visit_f64(&mut self, value: f64) -> Result<(), kv::Error> {
-        match serde_json::Number::from_f64(value) {
-            Some(number) => self.0.push_str(&number.to_string()),
-            None => self.0.push_str("null"),
+        // JSON has no NaN or infinity; a finite f64 prints as a JSON number.
+        if value.is_finite() {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            self.0.push_str("null");
         }
         Ok(())
     }
@@ -116,6 +149,7 @@ impl<'v> VisitValue<'v> for ValueWriter<'_> {
 /// Everything the per-request log line says.
 pub struct AccessLine<'a> {
     pub request_id: &'a str,
+    /// Empty for a head that could not be parsed.
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -237,6 +271,33 @@ mod tests {
         assert_eq!(json["path"], "/web\"hook\n");
         assert!(json.get("message_id").is_none());
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_would() {
+        for text in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "new\nline\r\t",
+            "\u{1}\u{1f}\u{8}\u{c}",
+            "é€😀",
+            "",
+        ] {
+            let mut line = String::new();
+            push_json_string(&mut line, text);
+            assert_eq!(line, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_json_numbers() {
+        for value in [0.0, 1.25, 5.695, 1e-7, 123456789.123] {
+            let mut line = String::new();
+            ValueWriter(&mut line).visit_f64(value).unwrap();
+            let parsed: f64 = serde_json::from_str(&line).unwrap();
+            assert_eq!(parsed, value, "{line}");
+        }
     }
 
     #[test]

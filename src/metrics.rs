@@ -136,7 +136,7 @@ pub struct Metrics {
     signature_keys: IntCounterVec,
     sender_events: IntCounterVec,
     latency_ms: Histogram,
-    /// Requests accepted from the listener and not yet picked up by a worker.
+    /// Requests (reads, readiness, metrics) queued for a worker and not yet picked up.
     pub queue_depth: IntGauge,
     /// Validated messages waiting for the writer.
     pub write_queue_depth: IntGauge,
@@ -164,7 +164,7 @@ pub struct Metrics {
 pub enum Queue {
     /// A lane from the connection threads to the workers (`HOOKBOX_QUEUE_CAPACITY` each).
     Workers,
-    /// The workers → writer queue (`HOOKBOX_WRITE_QUEUE_CAPACITY`).
+    /// The connection threads → writer queue (`HOOKBOX_WRITE_QUEUE_CAPACITY`).
     Writes,
     /// Not a queue: answers already held for clients that are not reading (see
     /// `state::MAX_HELD_ANSWER_BYTES`); reads are refused until they drain.
@@ -217,7 +217,7 @@ impl Metrics {
         let latency_ms = Histogram::with_opts(
             HistogramOpts::new(
                 "request_latency_ms",
-                "Time from a request being read whole to its response being handed to its connection, in milliseconds.",
+                "Time from a request's first byte to its answer being handed to its connection to write, in milliseconds.",
             )
             .buckets(LATENCY_BUCKETS_MS.to_vec()),
         )
@@ -373,9 +373,16 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn observe_request(&self, route: &str, status: u16, latency_ms: f64) {
-        self.http_requests
-            .with_label_values(&[route, status.to_string().as_str()])
-            .inc();
+        let counted = |status: &str| self.http_requests.with_label_values(&[route, status]).inc();
+        // The statuses hookbox answers most, without formatting one per request.
+        match status {
+            200 => counted("200"),
+            401 => counted("401"),
+            404 => counted("404"),
+            422 => counted("422"),
+            503 => counted("503"),
+            other => counted(&other.to_string()),
+        }
         self.latency_ms.observe(latency_ms);
     }
 

@@ -5,7 +5,7 @@
 //! even a 404, a 405 or a panic is labelled correctly.
 
 use crate::error::Error;
-use crate::handlers::{self, Handler};
+use crate::handlers::{self, Handler, Ingest};
 use crate::http::{Request, Response};
 use crate::metrics::Source;
 
@@ -32,8 +32,11 @@ pub enum Route {
 /// What serves a route.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
-    /// A handler that needs a worker (its store connection, the writer).
+    /// A handler that needs a worker (its store connection).
     Worker(Handler),
+    /// A sender's handler: run on the connection's own thread, whose messages go straight to
+    /// the writer.
+    Ingest(Ingest),
     /// A handler that needs nothing but the request: run on the connection's own thread.
     Here(fn(&Request) -> Response),
 }
@@ -131,19 +134,19 @@ pub fn route(method: &str, path: &str) -> (Route, Result<Target, Error>) {
         .filter(|segment| !segment.is_empty())
         .collect();
     let is_get = matches!(method, "GET" | "HEAD");
-    use Target::{Here, Worker};
+    use Target::{Here, Ingest, Worker};
     match (method, segments.as_slice()) {
-        ("POST", ["webhook"]) => (Route::Webhook, Ok(Worker(handlers::webhook::post))),
+        ("POST", ["webhook"]) => (Route::Webhook, Ok(Ingest(handlers::webhook::post))),
         (_, ["webhook"]) => (Route::Webhook, Err(Error::MethodNotAllowed(POST))),
         ("POST", ["webhook", "whatsapp"]) => {
-            (Route::WhatsApp, Ok(Worker(handlers::whatsapp::post)))
+            (Route::WhatsApp, Ok(Ingest(handlers::whatsapp::post)))
         }
         (_, ["webhook", "whatsapp"]) if is_get => (
             Route::WhatsAppVerify,
             Ok(Worker(handlers::whatsapp::verify)),
         ),
         (_, ["webhook", "whatsapp"]) => (Route::WhatsApp, Err(Error::MethodNotAllowed(GET_POST))),
-        ("POST", ["webhook", "twilio"]) => (Route::Twilio, Ok(Worker(handlers::twilio::post))),
+        ("POST", ["webhook", "twilio"]) => (Route::Twilio, Ok(Ingest(handlers::twilio::post))),
         (_, ["webhook", "twilio"]) => (Route::Twilio, Err(Error::MethodNotAllowed(POST))),
         (_, ["openapi.json"]) if is_get => (Route::OpenApi, Ok(Here(handlers::openapi::get))),
         (_, ["openapi.json"]) => (Route::OpenApi, Err(Error::MethodNotAllowed(GET))),

@@ -4,33 +4,31 @@
 //! connection per worker, binds the listener, and only then spawns threads, so every startup
 //! problem is reported before anything serves.
 //!
-//! Who waits for whom: each connection's own thread (in `conn`) reads a whole request,
-//! then calls `answer` below, which puts it on a *bounded* lane queue (or answers 503 itself when
-//! the lane is full) and waits for the response; then the connection thread writes it. Workers
-//! only compute, so a slow or hostile client holds its own thread and nobody else's.
+//! Who waits for whom: each connection's own thread (in `conn`) reads a whole request, then calls
+//! `answer::Pipeline::answer`, which decides the answer (a webhook: handed to the writer and
+//! waited for; a read: put on a *bounded* lane queue and waited for) and returns it; then the
+//! connection thread writes it. Workers only compute, so a slow or hostile client holds its own
+//! thread and nobody else's.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
+use crate::answer::{Pipeline, Token};
 use crate::auth;
 use crate::config::Config;
 use crate::config::Database;
-use crate::conn::{self, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
-use crate::error::Error;
-use crate::handlers::WebhookNote;
-use crate::http::{self, Response};
-use crate::metrics::{Metrics, Queue, Source, WebhookResult};
-use crate::router::{self, Lane, Target};
+use crate::conn::{self, CloseReason, Limits, Observer, Serving};
+use crate::metrics::Metrics;
 use crate::state::{Shared, StorageHealth};
 use crate::store::{Store, StoreError};
-use crate::worker::{self, Answer, Job, Pending, Queues};
-use crate::writer;
+use crate::worker::{self, Job, Queues};
+use crate::writer::{self, Writer};
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -65,6 +63,8 @@ pub struct ServerHandle {
     /// then answer 503 instead of waiting).
     lanes: [Receiver<Job>; 2],
     workers: Vec<JoinHandle<()>>,
+    /// Closed once no connection is left to submit: the writer commits what is queued, stops.
+    write_queue: Writer<Token>,
     writer: Option<JoinHandle<()>>,
     /// Stopped at shutdown, which answers long-polling feeds at once.
     feed: crate::feed::Watcher,
@@ -109,8 +109,9 @@ impl ServerHandle {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
-        // The workers held the last `Writer`s: the writer drains its queue, folds the WAL into
-        // the database file, and stops.
+        // No connection is left to submit: the writer drains its queue, folds the WAL into the
+        // database file, and stops.
+        self.write_queue.close();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -124,12 +125,6 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The request queues between connection threads and workers.
-struct Lanes {
-    fast: Sender<Job>,
-    query: Sender<Job>,
 }
 
 /// Starts a server for `config` and returns once it is accepting connections.
@@ -216,7 +211,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         held_answer_bytes: AtomicUsize::new(0),
         feed: feed.notifier(),
     });
-    let (writer, writer_thread) = writer::spawn(Arc::clone(&shared), writer_store, worker::pass_on);
+    let (writer, writer_thread) = writer::spawn::<Token>(Arc::clone(&shared), writer_store);
     let workers = connections
         .into_iter()
         .enumerate()
@@ -232,26 +227,27 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                 },
                 stop: stopped.clone(),
             };
-            let writer = writer.clone();
             thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker::run(shared, store, writer, queues))
+                .spawn(move || worker::run(shared, store, queues))
                 .map_err(|error| {
                     StartError::Thread(format!("cannot start worker-{index}: {error}"))
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    drop(writer);
 
     let (failure_sender, failure) = crossbeam_channel::bounded(1);
     let observer = Arc::new(Connections {
         shared: Arc::clone(&shared),
         failure: failure_sender,
     });
-    let lanes = Lanes { fast, query };
-    let handler_shared = Arc::clone(&shared);
-    let handler: conn::Handler =
-        Arc::new(move |incoming| answer(&handler_shared, &lanes, incoming));
+    let pipeline = Pipeline {
+        shared: Arc::clone(&shared),
+        fast,
+        query,
+        writer: writer.clone(),
+    };
+    let handler: conn::Handler = Arc::new(move |arrival| pipeline.answer(arrival));
     let serving = conn::serve(listener, limits, handler, observer)
         .map_err(|error| StartError::Thread(format!("cannot start the accept thread: {error}")))?;
     Ok(ServerHandle {
@@ -260,6 +256,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         stop: Some(stop),
         lanes: [fast_jobs, query_jobs],
         workers,
+        write_queue: writer,
         writer: Some(writer_thread),
         feed,
         failure,
@@ -308,165 +305,6 @@ fn connection_limit(config: &Config) -> usize {
         }
         _ => config.max_connections,
     }
-}
-
-/// Runs on a connection's own thread once it has read a whole request: hands it to a worker on
-/// its lane and waits for the response. Requests that need no worker — no such route, a body
-/// that never came, the liveness probe — are answered right here.
-fn answer(shared: &Shared, lanes: &Lanes, incoming: Incoming) -> Outgoing {
-    let received = Instant::now();
-    let request = http::from_incoming(incoming, shared.config.max_body_bytes);
-    let request_id = request.request_id.clone();
-    let (route, handler) = router::route(&request.method, &request.path);
-    let (reply, response) = crossbeam_channel::bounded::<Answer>(1);
-    // A webhook's answer waits for its commit, which a stuck store could hold without end: it
-    // waits until this deadline at most (its `Pending` goes to the worker; this is what
-    // answering without it needs).
-    let commit_wait = route.waits_for_commit().then(|| CommitWait {
-        deadline: received + shared.config.commit_timeout,
-        route,
-        method: request.method.clone(),
-        path: request.path.clone(),
-        request_id: request.request_id.clone(),
-        received,
-    });
-    let pending = Pending {
-        reply,
-        route,
-        method: request.method.clone(),
-        path: request.path.clone(),
-        request_id: request.request_id.clone(),
-        received,
-    };
-    // A body cut short, timed out or in an unknown encoding can serve no handler. (One that is
-    // too large goes on: the webhook handler answers 503 for a missing secret before 413.)
-    let handler = match request.body() {
-        Err(error) if !matches!(error, Error::PayloadTooLarge { .. }) => Err(error),
-        _ => handler,
-    };
-    // Locked reads are refused here, before they take a worker or a queue slot.
-    let handler = handler.and_then(|target| {
-        auth::check(route, &request, shared.config.admin_token.as_ref())?;
-        Ok(target)
-    });
-    match handler {
-        Err(error) => worker::finish(shared, pending, None, Err(error)),
-        Ok(Target::Here(handler)) => {
-            let response = handler(&request);
-            worker::finish(shared, pending, None, Ok(response));
-        }
-        Ok(Target::Worker(handler)) => {
-            let lane = match route.lane() {
-                Lane::Fast => &lanes.fast,
-                Lane::Query => &lanes.query,
-            };
-            let held = shared.held_answer_bytes.load(Ordering::Relaxed);
-            if route.lane() == Lane::Query && held as u64 > shared.config.max_held_answer_bytes {
-                shared.metrics.observe_shed(Queue::Answers);
-                let busy =
-                    Error::Unavailable("too many answers waiting for their clients, retry later");
-                worker::finish(shared, pending, None, Err(busy));
-                return respond(shared, lanes, response, &request_id, None);
-            }
-            shared.metrics.queue_depth.inc();
-            let job = Job {
-                request,
-                handler,
-                pending,
-            };
-            if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-                lane.try_send(job)
-            {
-                shared.metrics.queue_depth.dec();
-                shared.metrics.observe_shed(Queue::Workers);
-                let busy = Error::Unavailable("server busy, retry later");
-                worker::finish(shared, job.pending, None, Err(busy));
-            }
-        }
-    }
-    respond(shared, lanes, response, &request_id, commit_wait)
-}
-
-/// What answering a webhook at its commit deadline needs.
-struct CommitWait {
-    deadline: Instant,
-    route: router::Route,
-    method: String,
-    path: String,
-    request_id: String,
-    received: Instant,
-}
-
-impl CommitWait {
-    /// The 503 for a commit past the deadline, counted and logged like every answer. The commit
-    /// may still land: then the writer's completion finds nobody waiting (`worker::pass_on` logs
-    /// it), and the sender's retry is a duplicate.
-    fn expire(self, shared: &Shared) -> Response {
-        let (reply, answers) = crossbeam_channel::bounded::<Answer>(1);
-        let pending = Pending {
-            reply,
-            route: self.route,
-            method: self.method,
-            path: self.path,
-            request_id: self.request_id,
-            received: self.received,
-        };
-        // Which sender is the route's (a Standard Webhooks request on /webhook is told as `webhook`
-        // here: its headers were read by the worker).
-        let source = self.route.source().unwrap_or(Source::Webhook);
-        let note = WebhookNote::new(source, WebhookResult::CommitTimeout);
-        worker::finish(shared, pending, Some(note), Err(Error::CommitTimeout));
-        match answers.try_recv() {
-            Ok(Answer::Ready(response)) => response,
-            _ => Error::CommitTimeout.into_response(),
-        }
-    }
-}
-
-/// Waits for the answer (a webhook: until its commit deadline at most) and hands it to the
-/// connection thread, counting its body as held until the connection says it is written
-/// (`Observer::answered`).
-fn respond(
-    shared: &Shared,
-    lanes: &Lanes,
-    answers: Receiver<Answer>,
-    request_id: &str,
-    mut commit_wait: Option<CommitWait>,
-) -> Outgoing {
-    // Every job is answered by a worker or here (a stored message, a feed's wait); it is dropped
-    // unanswered only by a bug caught in a worker or the writer (then: 500), or at shutdown's end.
-    let mut wait_until = None;
-    let response = loop {
-        let answer = match &commit_wait {
-            None => answers.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(wait) => answers.recv_deadline(wait.deadline),
-        };
-        match (answer, commit_wait.take()) {
-            (Ok(Answer::Ready(response)), _) => break response,
-            (Ok(Answer::Stored(completion)), wait) => {
-                worker::complete(shared, completion);
-                commit_wait = wait;
-            }
-            (Ok(Answer::Wait(parked)), wait) => {
-                worker::park(shared, &lanes.query, *parked, &mut wait_until);
-                commit_wait = wait;
-            }
-            (Err(RecvTimeoutError::Timeout), Some(wait)) => break wait.expire(shared),
-            // A worker drops a webhook found past its deadline in the queue (`worker::handle`).
-            (Err(RecvTimeoutError::Disconnected), Some(wait))
-                if Instant::now() >= wait.deadline =>
-            {
-                break wait.expire(shared);
-            }
-            (Err(_), _) => {
-                break Error::Internal("request dropped unanswered".to_owned()).into_response();
-            }
-        }
-    };
-    shared
-        .held_answer_bytes
-        .fetch_add(response.body.len(), Ordering::Relaxed);
-    http::into_outgoing(response, request_id)
 }
 
 /// Connection events, counted in metrics.

@@ -13,14 +13,18 @@ use super::budget::BodyBudget;
 use super::connection::Connection;
 use super::{CloseReason, Handler, Limits, Observer};
 
-/// Stack for each connection thread. The deepest path a connection thread runs is the handler
-/// called on it (routing, a request answered in place with its JSON log line and metrics), or a
-/// panic unwinding from it. Measured on a debug build (frames larger than release): the whole
-/// integration suite passes with 16 KiB stacks, and a handler's panic with `RUST_BACKTRACE=full`
-/// needs more than 16 KiB and fits in 32 KiB. 128 KiB is four times that worst path, and 1/16 of
-/// the 2 MiB default: only touched pages count towards RSS, but a small reservation keeps a
-/// thousand threads' address space small too.
-pub const CONNECTION_STACK: usize = 128 * 1024;
+/// Stack for each connection thread. The deepest path a connection thread runs is a webhook's
+/// handler, verified and parsed on it: serde_json parses nesting up to its limit of 128 levels
+/// by recursion. Measured alone, a 127-deep array needs 64 KiB of stack in a release build and
+/// 256 KiB in a debug one (frames several times larger). A release connection gets 256 KiB, four
+/// times that parse and everything around it; a debug one (the test suite) 1 MiB. Only touched
+/// pages count towards RSS (an honest webhook touches a few), and a reservation of an eighth of
+/// the 2 MiB default keeps a thousand threads' address space small too.
+pub const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
+    1024 * 1024
+} else {
+    256 * 1024
+};
 
 /// Where a connection is, for shutdown: waiting connections are cut, busy ones finish.
 pub(super) const WAITING: u8 = 0;
@@ -204,8 +208,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             let mut open = shared.open();
             if open.len() >= shared.limits.max_connections {
                 drop(open);
-                refuse(&stream);
+                // Counted before the refusal leaves, so a client that reads it sees it counted.
                 shared.observer.refused();
+                refuse(&stream);
                 continue;
             }
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);

@@ -10,8 +10,8 @@ use super::accept::{BUSY, Shared, WAITING};
 use super::body::read_body;
 use super::budget::Reservation;
 use super::parse::{Head, HeadFail, find_head_end, parse_head};
-use super::write::{self, plain, write_all_by, write_answer};
-use super::{Body, CloseReason, Incoming, Limits, Outgoing};
+use super::write::{self, write_all_by, write_answer};
+use super::{Arrival, Body, CloseReason, Incoming, Limits, Outgoing};
 
 /// Why reading stopped short.
 pub(super) enum ReadFail {
@@ -77,8 +77,9 @@ impl<'a> Connection<'a> {
             if self.stopping() {
                 return CloseReason::Shutdown;
             }
+            let mut received = Instant::now();
             if self.pending.is_empty() {
-                let mut deadline = Instant::now() + self.limits().idle_timeout;
+                let mut deadline = received + self.limits().idle_timeout;
                 if first {
                     deadline = deadline.min(accepted + self.limits().header_timeout);
                 }
@@ -91,6 +92,7 @@ impl<'a> Connection<'a> {
                     Err(_) if self.stopping() => return CloseReason::Shutdown,
                     Err(_) => return CloseReason::Error,
                 }
+                received = Instant::now();
             }
             let head_started = if first { accepted } else { Instant::now() };
             first = false;
@@ -99,7 +101,9 @@ impl<'a> Connection<'a> {
                 Ok(head) => head,
                 Err(HeadFail::Closed(reason)) => return reason,
                 Err(HeadFail::Answer(status)) => {
-                    let _ = self.write(&plain(status), false, true, false);
+                    let answer = (self.shared.handler)(Arrival::Refused { status, received });
+                    let _ = self.write(&answer, false, true, false);
+                    self.shared.observer.answered(answer.body.len());
                     self.linger();
                     return CloseReason::Refused;
                 }
@@ -120,8 +124,9 @@ impl<'a> Connection<'a> {
                 headers: head.headers,
                 body,
                 remote_addr: self.remote_addr,
+                received,
             };
-            let answer = (self.shared.handler)(incoming);
+            let answer = (self.shared.handler)(Arrival::Request(incoming));
             let close = answer.close || !complete || !head.keep_alive || self.stopping();
             let announce_keep_alive = !close && head.version == (1, 0);
             let written = self.write(&answer, head_only, close, announce_keep_alive);

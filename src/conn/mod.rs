@@ -29,12 +29,12 @@ mod write;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use accept::{Serving, serve};
 pub use budget::BodyBudget;
 pub use replay::{Replayed, replay};
-pub use write::reason_phrase;
+pub use write::{plain, reason_phrase};
 
 /// The bounds every connection is held to.
 #[derive(Debug, Clone)]
@@ -87,6 +87,23 @@ pub struct Incoming {
     pub headers: Vec<(String, String)>,
     pub body: Body,
     pub remote_addr: Option<SocketAddr>,
+    /// When the request's first byte was read (when the read that brought it returned; for a
+    /// request pipelined behind another, when the answer before it was written).
+    pub received: Instant,
+}
+
+/// What a connection hands the application: a request read whole, or a head that could not be
+/// parsed, which the application answers too (so it is counted and logged like any answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    Request(Incoming),
+    /// A head refused before any handler could see it: malformed (400), too large or too many
+    /// headers (431), an expectation we do not meet (417), an HTTP version we do not speak
+    /// (505). The connection closes after the answer.
+    Refused {
+        status: u16,
+        received: Instant,
+    },
 }
 
 impl Incoming {
@@ -189,6 +206,7 @@ pub trait Observer: Send + Sync {
     fn stopped_accepting(&self, _why: &str) {}
 }
 
-/// The application's side: turns a request into its answer. Runs on the connection's thread, so
-/// it may block (for example waiting for a worker pool) without holding anyone else up.
-pub type Handler = Arc<dyn Fn(Incoming) -> Outgoing + Send + Sync>;
+/// The application's side: turns a request (or a refused head) into its answer. Runs on the
+/// connection's thread, so it may block (for example waiting for a worker pool) without holding
+/// anyone else up.
+pub type Handler = Arc<dyn Fn(Arrival) -> Outgoing + Send + Sync>;

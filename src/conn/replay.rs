@@ -71,6 +71,7 @@ pub fn replay(input: &[u8], pieces: &[usize], limits: &Limits, budget: &BodyBudg
             headers: head.headers,
             body,
             remote_addr: None,
+            received: Instant::now(),
         }),
         keep_alive: head.keep_alive,
         continued: wire.continued,

@@ -90,8 +90,8 @@ pub(super) fn write_all_by(
     Ok(())
 }
 
-/// A bare answer for a request that never reached the handler.
-pub(super) fn plain(status: u16) -> Outgoing {
+/// A bare answer with the reason phrase as its `detail` (a refused head's).
+pub fn plain(status: u16) -> Outgoing {
     Outgoing {
         status,
         headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],

@@ -3,7 +3,8 @@
 //!
 //! When the page is empty, nothing is left to examine and `wait` > 0, the handler does not wait:
 //! it returns `Reply::Wait`, and the request's connection thread waits for the next commit
-//! (`worker::park`), then hands the request back to a worker, continuing after the same `next`.
+//! (`answer::Pipeline::dispatch`), then hands the request back to a worker, continuing after
+//! the same `next`.
 //! Waiting never holds a worker.
 
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! Request handlers: plain functions from `(context, request)` to a response or an error.
 //!
 //! Handlers never see a socket or `conn`'s types, never touch SQL (that is the store's job), and
-//! never write logs or metrics themselves: the worker does that once per request, from what the
-//! handler returns and from the note the webhook handler leaves in the context.
+//! never write logs or per-request metrics themselves: `answer::finish` does that once per
+//! request, from what the handler returns. A sender's handler (`Ingest`) returns its `Verdict`:
+//! the note its log line and metrics carry beside what to do.
 
 pub mod feed;
 pub mod health;
@@ -21,26 +22,46 @@ use crate::metrics::{Metrics, Source, WebhookResult};
 use crate::state::StorageHealth;
 use crate::store::{Store, StoreError};
 
-/// Every handler has this shape, so the router can hand one back as a plain `fn` pointer.
+/// A handler run by a worker (it needs the worker's store connection). Every handler has a
+/// plain `fn` shape, so the router can hand one back as a pointer.
 pub type Handler = fn(&mut Context<'_>, &Request) -> Result<Reply, Error>;
 
-/// What a handler asks the worker to do.
+/// A sender's handler: verifies and validates a webhook with nothing but the settings, so it runs
+/// on the connection's own thread, which then hands the messages straight to the writer.
+pub type Ingest = fn(&Intake<'_>, &Request) -> Verdict;
+
+/// What a worker's handler asks for.
 #[derive(Debug)]
 pub enum Reply {
     /// Send this response now.
     Now(Response),
-    /// Store these messages, all in one commit; the writer answers once it is durable.
-    Store(Delivery),
-    /// Nothing to answer yet: the connection thread waits for a commit, then asks again.
+    /// Nothing new yet (a long-polling feed): the connection thread waits for a commit, then
+    /// asks again.
     Wait(Box<feed::Wait>),
 }
 
-/// Verified, validated messages, and what their answer and log line say about the request.
+/// What a sender's handler needs: the settings, and the metrics of what it was told.
+pub struct Intake<'a> {
+    pub config: &'a Config,
+    pub metrics: &'a Metrics,
+}
+
+/// A sender's handler's decision, and what the request's log line and webhook metrics say.
+/// `note.result` is the handler's for an answer it makes itself (`Decision::Answer`); after a
+/// commit it is the commit's (created or duplicate), and for an error the error's
+/// (`webhook::result_of`), both set in `answer`.
 #[derive(Debug)]
-pub struct Delivery {
-    pub messages: Vec<Message>,
-    pub source: Source,
-    pub key: Option<KeySlot>,
+pub struct Verdict {
+    pub note: WebhookNote,
+    pub decision: Result<Decision, Error>,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    /// Store these verified, valid messages, all in one commit; 200 once it is durable.
+    Store(Vec<Message>),
+    /// Answer this now (acknowledged without storing anything).
+    Answer(Response),
 }
 
 impl From<Response> for Reply {
@@ -49,7 +70,7 @@ impl From<Response> for Reply {
     }
 }
 
-/// What a handler may use: shared settings and metrics, and the worker's own connection.
+/// What a worker's handler may use: shared settings and metrics, and the worker's own connection.
 pub struct Context<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
@@ -57,9 +78,6 @@ pub struct Context<'a> {
     pub store: &'a mut Store,
     /// What a long-polling feed waits on (its generation is taken before the read).
     pub feed: &'a crate::feed::Notifier,
-    /// Set by the webhook handler when it refuses a request: what the log line and
-    /// `webhook_requests_total` report. (Stored messages are reported by the writer.)
-    pub webhook: Option<WebhookNote>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::webhook::{self, mapped};
-use super::{Context, Delivery, Reply, WebhookNote};
+use super::webhook::mapped;
+use super::{Decision, Intake, Verdict, WebhookNote};
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
@@ -27,31 +27,23 @@ pub fn twiml() -> Response {
     )
 }
 
-pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
+pub fn post(ctx: &Intake<'_>, request: &Request) -> Verdict {
     let mut note = WebhookNote::new(Source::Twilio, WebhookResult::Error);
-    match check(ctx, request, &mut note) {
-        Ok(Some(message)) => Ok(Reply::Store(Delivery {
-            messages: vec![message],
-            source: Source::Twilio,
-            key: note.key,
-        })),
+    let decision = match check(ctx, request, &mut note) {
+        Ok(Some(message)) => Ok(Decision::Store(vec![message])),
         Ok(None) => {
             ctx.metrics.observe_event(Source::Twilio, EventKind::Status);
             note.result = WebhookResult::Acknowledged;
-            ctx.webhook = Some(note);
-            Ok(Reply::Now(twiml()))
+            Ok(Decision::Answer(twiml()))
         }
-        Err(error) => {
-            note.result = webhook::result_of(&error);
-            ctx.webhook = Some(note);
-            Err(error)
-        }
-    }
+        Err(error) => Err(error),
+    };
+    Verdict { note, decision }
 }
 
 /// The message to store, or `None` for a status callback.
 fn check(
-    ctx: &Context<'_>,
+    ctx: &Intake<'_>,
     request: &Request,
     note: &mut WebhookNote,
 ) -> Result<Option<Message>, Error> {

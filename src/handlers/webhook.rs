@@ -5,13 +5,13 @@
 //! The order is fixed by the contract and each step refuses before the next runs:
 //! secret configured (503) → body within the limit (413) → signature over the raw bytes (401)
 //! → JSON object with valid fields (422) → handed to the writer, which inserts it keyed by
-//! `message_id` and answers 200 (created or duplicate) once the commit is durable.
+//! `message_id`; 200 (created or duplicate) once the commit is durable.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::{Context, Delivery, Reply, WebhookNote};
+use super::{Decision, Intake, Verdict, WebhookNote};
 use crate::config::KeySlot;
 use crate::error::Error;
 use crate::http::{Request, Response};
@@ -22,7 +22,7 @@ use crate::store::Inserted;
 
 /// `POST /webhook`: our own `X-Signature`, or Standard Webhooks v1 when its three headers come
 /// without one.
-pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
+pub fn post(ctx: &Intake<'_>, request: &Request) -> Verdict {
     let standard_headers = match request.header("x-signature") {
         Some(_) => None,
         None => standard_headers(request),
@@ -36,21 +36,13 @@ pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
         Some(headers) => check_standard(ctx, request, headers, &mut note),
         None => check(ctx, request, &mut note),
     };
-    match checked {
-        Ok(message) => Ok(Reply::Store(Delivery {
-            messages: vec![message],
-            source,
-            key: note.key,
-        })),
-        Err(error) => {
-            note.result = result_of(&error);
-            ctx.webhook = Some(note);
-            Err(error)
-        }
+    Verdict {
+        note,
+        decision: checked.map(|message| Decision::Store(vec![message])),
     }
 }
 
-fn check(ctx: &Context<'_>, request: &Request, note: &mut WebhookNote) -> Result<Message, Error> {
+fn check(ctx: &Intake<'_>, request: &Request, note: &mut WebhookNote) -> Result<Message, Error> {
     let Some(secret) = &ctx.config.webhook_secret else {
         return Err(Error::Unavailable("webhook secret not configured"));
     };
@@ -88,7 +80,7 @@ fn standard_headers(request: &Request) -> Option<standard::Headers<'_>> {
 }
 
 fn check_standard(
-    ctx: &Context<'_>,
+    ctx: &Intake<'_>,
     request: &Request,
     headers: &standard::Headers<'_>,
     note: &mut WebhookNote,
@@ -144,22 +136,13 @@ fn parse(body: &[u8], note: &mut WebhookNote) -> Result<Message, Error> {
     parsed.result.map_err(Error::from)
 }
 
-/// The answer for a request's messages once the writer has committed them, or failed to:
-/// `created` when at least one is new, else `duplicate`. Twilio is answered in TwiML.
-pub fn answer(
-    source: Source,
-    stored: Result<Vec<Inserted>, Error>,
-) -> (WebhookResult, Result<Response, Error>) {
-    match stored {
-        Ok(inserted) => (
-            if inserted.contains(&Inserted::Created) {
-                WebhookResult::Created
-            } else {
-                WebhookResult::Duplicate
-            },
-            Ok(ok(source)),
-        ),
-        Err(error) => (result_of(&error), Err(error)),
+/// The outcome of a request whose messages were committed: `created` when at least one is
+/// new, else `duplicate`.
+pub fn stored(inserted: &[Inserted]) -> WebhookResult {
+    if inserted.contains(&Inserted::Created) {
+        WebhookResult::Created
+    } else {
+        WebhookResult::Duplicate
     }
 }
 

@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 
 use super::webhook::{self, mapped};
-use super::{Context, Delivery, Reply, WebhookNote};
+use super::{Context, Decision, Intake, Reply, Verdict, WebhookNote};
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::message::Message;
@@ -39,34 +39,24 @@ pub fn verify(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> 
 }
 
 /// `POST /webhook/whatsapp`.
-pub fn post(ctx: &mut Context<'_>, request: &Request) -> Result<Reply, Error> {
+pub fn post(ctx: &Intake<'_>, request: &Request) -> Verdict {
     let mut note = WebhookNote::new(Source::WhatsApp, WebhookResult::Error);
-    let answer = match check(ctx, request, &mut note) {
-        Ok(Read::Messages(messages)) => {
-            return Ok(Reply::Store(Delivery {
-                messages,
-                source: Source::WhatsApp,
-                key: note.key,
-            }));
-        }
+    let decision = match check(ctx, request, &mut note) {
+        Ok(Read::Messages(messages)) => Ok(Decision::Store(messages)),
         Ok(Read::Nothing) => {
             note.result = WebhookResult::Acknowledged;
-            Ok(Reply::Now(webhook::ok(Source::WhatsApp)))
+            Ok(Decision::Answer(webhook::ok(Source::WhatsApp)))
         }
         Ok(Read::Invalid(reason)) => {
             ctx.metrics
                 .observe_event(Source::WhatsApp, EventKind::Invalid);
             note.result = WebhookResult::ValidationError;
             note.reason = Some(reason);
-            Ok(Reply::Now(webhook::ok(Source::WhatsApp)))
+            Ok(Decision::Answer(webhook::ok(Source::WhatsApp)))
         }
-        Err(error) => {
-            note.result = webhook::result_of(&error);
-            Err(error)
-        }
+        Err(error) => Err(error),
     };
-    ctx.webhook = Some(note);
-    answer
+    Verdict { note, decision }
 }
 
 /// What a verified payload held.
@@ -78,7 +68,7 @@ enum Read {
     Invalid(String),
 }
 
-fn check(ctx: &Context<'_>, request: &Request, note: &mut WebhookNote) -> Result<Read, Error> {
+fn check(ctx: &Intake<'_>, request: &Request, note: &mut WebhookNote) -> Result<Read, Error> {
     let Some(keys) = &ctx.config.senders.whatsapp_app_secret else {
         return Err(Error::Unavailable("whatsapp not configured"));
     };

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod answers;
 mod attack_auth;
 mod attack_queries;
 mod attack_senders;

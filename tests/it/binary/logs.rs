@@ -352,3 +352,30 @@ fn log_level_debug_writes_debug_lines() {
         run.describe()
     );
 }
+
+#[test]
+fn a_head_that_cannot_be_parsed_gets_its_request_line_too() {
+    let dir = TempDir::new();
+    let (proc, addr) = Launch::new(dir.path()).start();
+    let mut conn = crate::support::Conn::open(addr);
+    assert!(conn.send(b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n"));
+    let refused = conn.next(crate::support::BOUND).resp("the 400");
+    assert_eq!(refused.status, 400);
+    let id = refused
+        .header("X-Request-ID")
+        .expect("a refused head's answer names its request id")
+        .to_owned();
+    let run = proc.stop("TERM");
+    let lines = run.json_lines();
+    let line = lines
+        .iter()
+        .find(|json| json["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no line for the refused head: {}", run.describe()));
+    assert_eq!(line["status"], 400, "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(line["latency_ms"].is_number(), "{line}");
+    assert!(
+        line["method"].is_string() && line["path"].is_string(),
+        "{line}"
+    );
+}

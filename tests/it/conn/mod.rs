@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hookbox::conn::{self, Body, CloseReason, Incoming, Limits, Observer, Outgoing, Serving};
+use hookbox::conn::{
+    self, Arrival, Body, CloseReason, Incoming, Limits, Observer, Outgoing, Serving,
+};
 
 mod budget;
 mod deadlines;
@@ -152,10 +154,13 @@ fn start_on(
     let (events_tx, events) = mpsc::channel();
     let (seen_tx, seen) = mpsc::channel();
     let seen_tx = Mutex::new(seen_tx);
-    let handler: conn::Handler = Arc::new(move |incoming: Incoming| {
-        let outgoing = answer(&incoming);
-        let _ = seen_tx.lock().unwrap().send(incoming);
-        outgoing
+    let handler: conn::Handler = Arc::new(move |arrival: Arrival| match arrival {
+        Arrival::Request(incoming) => {
+            let outgoing = answer(&incoming);
+            let _ = seen_tx.lock().unwrap().send(incoming);
+            outgoing
+        }
+        Arrival::Refused { status, .. } => conn::plain(status),
     });
     let observer = Arc::new(Recorder(Mutex::new(events_tx)));
     let serving = conn::serve(listener, limits, handler, observer).unwrap();
