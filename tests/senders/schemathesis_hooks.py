@@ -8,8 +8,10 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 import urllib.parse
+import zlib
 
 import schemathesis
 
@@ -24,15 +26,30 @@ def _bytes(body, form=False):
     return json.dumps(body).encode()
 
 
+# The long poll is the suite's to test (tests/it/feed/). Here a valid `wait` past one second
+# would only hold the run (and outlast schemathesis' 10 s read timeout on an empty page), so it
+# is shortened to 1; out-of-range and garbled values are sent as generated, to meet their 422.
+def _short_wait(case):
+    wait = (case.query or {}).get("wait")
+    if isinstance(wait, (int, str)) and re.fullmatch(r"[0-9]{1,3}", str(wait)) and 1 < int(wait) <= 60:
+        case.query["wait"] = 1
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     path, method = case.operation.path, case.operation.method.upper()
+    if method == "GET" and path == "/feed":
+        _short_wait(case)
+    if method == "GET" and path == "/webhook/whatsapp" and zlib.crc32(repr(case.query).encode()) % 2:
+        # Half the handshakes carry the right token, so the 200 text/plain answer is checked too.
+        case.query = {**(case.query or {}), "hub.mode": "subscribe",
+                      "hub.verify_token": ENV["HOOKBOX_WHATSAPP_VERIFY_TOKEN"]}
     if method != "POST" or not isinstance(case.body, (bytes, dict, list, str, int, float, bool)):
         return  # no body generated (or none JSON can carry): left unsigned
     headers = case.headers if case.headers is not None else {}
     if path == "/webhook":
         body = _bytes(case.body)
-        if hash(body) % 2:
+        if zlib.crc32(body) % 2:
             key = base64.b64decode(ENV["HOOKBOX_STANDARD_WEBHOOKS_SECRET"].removeprefix("whsec_"))
             stamp = str(int(time.time()))
             signed = b"msg_st." + stamp.encode() + b"." + body
