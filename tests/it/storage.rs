@@ -95,14 +95,13 @@ fn a_full_database_answers_503_never_200_for_an_unstored_row_and_recovers_with_r
         server.metric(r#"webhook_requests_total{result="unavailable"}"#),
         Some(refused.len() as f64)
     );
+    // Ready names the cap, the operator's remedy, not "database or disk is full".
     let ready = server.get("/health/ready");
     assert_eq!(ready.status, 503);
-    assert!(
-        ready.json()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("last write failed")
-    );
+    let detail = ready.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("last write failed"), "{detail}");
+    assert!(detail.contains("HOOKBOX_MAX_DB_MIB=1 "), "{detail}");
+    assert!(!detail.contains("disk is full"), "{detail}");
 
     // Given room (here: a restart without the cap), the same retries succeed and nothing was lost.
     let dir = server.stop();

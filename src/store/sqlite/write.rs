@@ -44,7 +44,50 @@ impl Sqlite {
             // needing to grow into space that is not there.
             self.wal_frames.store(CHECKPOINT_FRAMES, Ordering::Relaxed);
         }
-        result.map_err(store_error)
+        result.map_err(|error| match self.cap_reached(&error, messages) {
+            Some(cap) => StoreError::Unavailable(cap),
+            None => store_error(error),
+        })
+    }
+
+    /// When `error` is "database or disk is full" because the file reached `HOOKBOX_MAX_DB_MIB`
+    /// (`max_page_count`) rather than the disk filling up, says so: the operator's remedy is the
+    /// cap or retention, not a bigger disk. The cap is taken as the cause when the pages left
+    /// under it are fewer than a generous estimate of what the batch needs (rows, index
+    /// entries and text index, several times over).
+    fn cap_reached(&self, error: &rusqlite::Error, messages: &[Message]) -> Option<String> {
+        if error.sqlite_error_code() != Some(rusqlite::ErrorCode::DiskFull) {
+            return None;
+        }
+        let pragma = |name: &str| -> Option<i64> {
+            self.conn
+                .pragma_query_value(None, name, |row| row.get(0))
+                .ok()
+        };
+        let (pages, max_pages, page_size) = (
+            pragma("page_count")?,
+            pragma("max_page_count")?,
+            pragma("page_size")?.max(512),
+        );
+        // SQLite's own default maximum: no cap was set.
+        if max_pages >= 0xFFFF_FFFE {
+            return None;
+        }
+        let bytes: usize = messages
+            .iter()
+            .map(|m| {
+                let text = m.text.as_ref().map_or(0, String::len);
+                m.message_id.len() + m.from.len() + m.to.len() + m.ts.len() + text + 64
+            })
+            .sum();
+        let needed = 4 * i64::try_from(bytes).unwrap_or(i64::MAX) / page_size + 64;
+        (max_pages - pages < needed).then(|| {
+            format!(
+                "the database reached its size cap, HOOKBOX_MAX_DB_MIB={} ({pages} of {max_pages} \
+                 pages of {page_size} bytes); raise the cap or retention (HOOKBOX_RETAIN_*)",
+                max_pages * page_size / (1024 * 1024)
+            )
+        })
     }
 
     fn set_cache_kib(&self, kib: i64) -> rusqlite::Result<()> {
