@@ -18,6 +18,8 @@ use log::LevelFilter;
 use size::{DEFAULT_MAX_BODY_BUFFER_MIB, MAX_BODY_BUFFER_MIB, mebibytes};
 use values::{number, parse_host, parse_log_level};
 
+pub use crate::store::Durability;
+use crate::store::{PostgresOptions, SqliteOptions, StoreOptions};
 pub use database::{Database, parse_database_url, redact_url};
 pub use senders::{KeySlot, Keys, Senders, Twilio, standard_secret};
 
@@ -89,25 +91,6 @@ pub struct Config {
     /// `HOOKBOX_COMMIT_TIMEOUT_SECS`: no webhook waits longer than this for its commit; past it
     /// the answer is 503 (not acknowledged, a retry is safe).
     pub commit_timeout: Duration,
-}
-
-/// SQLite's `synchronous` setting for every connection (see the README's trade-off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Each commit returns after the WAL is fsynced: a 200 survives power loss.
-    Full,
-    /// Commits are fsynced only at checkpoints: a 200 survives a crash of hookbox, but the last
-    /// moments before a power loss or kernel crash may be lost.
-    Normal,
-}
-
-impl Durability {
-    pub fn as_pragma(self) -> &'static str {
-        match self {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        }
-    }
 }
 
 /// The webhook secret. `Debug` never shows it, so a logged config cannot leak it.
@@ -310,6 +293,25 @@ impl Config {
         config.host = "127.0.0.1".to_owned();
         config.port = 0;
         config
+    }
+
+    /// The one place the configuration becomes the store's own settings.
+    pub fn store_options(&self) -> StoreOptions {
+        match &self.database {
+            Database::Sqlite(path) => StoreOptions::Sqlite(SqliteOptions {
+                path: path.clone(),
+                busy_timeout: self.busy_timeout,
+                durability: self.durability,
+                max_db_mib: self.max_db_mib,
+                query_timeout: self.query_timeout,
+                index_upkeep: self.text_index_catch_up,
+            }),
+            Database::Postgres(url) => StoreOptions::Postgres(PostgresOptions {
+                url: url.clone(),
+                query_timeout: self.query_timeout,
+                lock_timeout: self.busy_timeout,
+            }),
+        }
     }
 }
 

@@ -132,7 +132,8 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let database_error = |error: StoreError| {
         StartError::Database(format!("{}: {error}", config.database.describe()))
     };
-    let mut writer_store = Store::open(&config).map_err(database_error)?;
+    let options = config.store_options();
+    let mut writer_store = Store::open(&options).map_err(database_error)?;
     // Whether `q` has a text index is decided here, at the server's start, and nowhere else.
     let prepared = writer_store
         .migrate()
@@ -149,9 +150,9 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         other => other.map_err(database_error)?,
     }
     // The feed watcher's own connection (commits made by other instances or processes).
-    let watcher_store = Store::open(&config).map_err(database_error)?;
+    let watcher_store = Store::open(&options).map_err(database_error)?;
     let connections = (0..config.workers)
-        .map(|_| Store::open(&config))
+        .map(|_| Store::open(&options))
         .collect::<Result<Vec<_>, _>>()
         .map_err(database_error)?;
     let listen_at = format!("HOST={} PORT={}", config.host, config.port);

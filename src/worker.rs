@@ -126,7 +126,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hookbox-worker-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config::for_database(dir.join("t.db"), Some("secret"));
-        let mut store = Store::open(&config).unwrap();
+        let mut store = Store::open(&config.store_options()).unwrap();
         store.migrate().unwrap();
         let (metrics, storage) = (Metrics::new(), StorageHealth::default());
         let mut ctx = Context {

@@ -42,7 +42,7 @@ fn fresh_store() -> Open {
     };
     let path = dir.join(format!("hookbox-fuzz-import-{}.db", std::process::id()));
     remove(&path);
-    let mut store = Store::open(&Config::for_database(&path, None)).expect("a temporary store");
+    let mut store = Store::open(&Config::for_database(&path, None).store_options()).expect("a temporary store");
     store.prepare_for_tool(false).expect("a schema");
     Open {
         store,

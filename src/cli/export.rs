@@ -68,7 +68,7 @@ pub(super) fn run(config: &Config, args: &ExportArgs) -> Result<(), CliError> {
         }
         _ => {}
     }
-    let mut store = Store::open_read_only(config).map_err(store_failed)?;
+    let mut store = Store::open_read_only(&config.store_options()).map_err(store_failed)?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let written = export(&mut store, &args.filter, &mut out).and_then(|()| {

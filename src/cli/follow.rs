@@ -94,8 +94,8 @@ pub fn run(config: &Config, args: &FollowArgs) -> Result<(), CliError> {
     });
 
     // Read-only, like export: nothing is created or changed (SQLite: one more WAL reader).
-    let mut store =
-        Store::open_read_only(config).map_err(|error| CliError::Failed(error.to_string()))?;
+    let mut store = Store::open_read_only(&config.store_options())
+        .map_err(|error| CliError::Failed(error.to_string()))?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut reported: Option<(Instant, i64)> = None;

@@ -45,7 +45,7 @@ pub(super) fn run(config: &Config, path: Option<&str>) -> Result<ImportSummary, 
         )),
     };
     let failed = |error: crate::store::StoreError| CliError::Failed(error.to_string());
-    let mut store = Store::open(config).map_err(failed)?;
+    let mut store = Store::open(&config.store_options()).map_err(failed)?;
     // A live server may be using this database: only a new one gets a schema (and the text
     // index as HOOKBOX_TEXT_INDEX says); an existing one is used as it is.
     store.prepare_for_tool(config.text_index).map_err(failed)?;

@@ -14,11 +14,10 @@ mod upkeep;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
 use crate::message::Message;
 use crate::timestamp;
 
-pub use options::{PostgresOptions, SqliteOptions, StoreOptions};
+pub use options::{Durability, PostgresOptions, SqliteOptions, StoreOptions};
 pub use upkeep::{Maintained, Moment, Upkeep};
 
 /// What a build without the `postgres` cargo feature says about a `postgres://` URL.
@@ -158,13 +157,8 @@ pub struct ExportFilter {
 }
 
 impl Store {
-    /// One connection to the configured database.
-    pub fn open(config: &Config) -> Result<Store, StoreError> {
-        Store::open_with(&StoreOptions::from_config(config))
-    }
-
-    /// One connection, with the store's own settings.
-    pub fn open_with(options: &StoreOptions) -> Result<Store, StoreError> {
+    /// One connection to the configured database (`Config::store_options`).
+    pub fn open(options: &StoreOptions) -> Result<Store, StoreError> {
         match options {
             StoreOptions::Sqlite(options) => sqlite::Sqlite::open(options).map(Store::Sqlite),
             #[cfg(feature = "postgres")]
@@ -178,12 +172,12 @@ impl Store {
 
     /// A connection that only reads (`hookbox export`): creates and migrates nothing. SQLite opens
     /// the file read-only; PostgreSQL connects as usual (export runs one read-only snapshot).
-    pub fn open_read_only(config: &Config) -> Result<Store, StoreError> {
-        match StoreOptions::from_config(config) {
+    pub fn open_read_only(options: &StoreOptions) -> Result<Store, StoreError> {
+        match options {
             StoreOptions::Sqlite(options) => {
-                sqlite::Sqlite::open_read_only(&options).map(Store::Sqlite)
+                sqlite::Sqlite::open_read_only(options).map(Store::Sqlite)
             }
-            postgres => Store::open_with(&postgres),
+            postgres => Store::open(postgres),
         }
     }
 

@@ -1,10 +1,8 @@
-//! What each store is told when it opens: its own settings, built from `Config` here and nowhere
-//! else, so a store never sees (or depends on) settings that are not its own.
+//! What each store is told when it opens: its own settings, built from `Config` in one place
+//! (`Config::store_options`), so a store never sees (or depends on) settings that are not its own.
 
 use std::path::PathBuf;
 use std::time::Duration;
-
-use crate::config::{Config, Database, Durability};
 
 /// The settings of the configured store.
 #[derive(Debug, Clone)]
@@ -49,23 +47,21 @@ impl std::fmt::Debug for PostgresOptions {
     }
 }
 
-impl StoreOptions {
-    /// The one place `Config` becomes store settings.
-    pub fn from_config(config: &Config) -> StoreOptions {
-        match &config.database {
-            Database::Sqlite(path) => StoreOptions::Sqlite(SqliteOptions {
-                path: path.clone(),
-                busy_timeout: config.busy_timeout,
-                durability: config.durability,
-                max_db_mib: config.max_db_mib,
-                query_timeout: config.query_timeout,
-                index_upkeep: config.text_index_catch_up,
-            }),
-            Database::Postgres(url) => StoreOptions::Postgres(PostgresOptions {
-                url: url.clone(),
-                query_timeout: config.query_timeout,
-                lock_timeout: config.busy_timeout,
-            }),
+/// SQLite's `synchronous` setting for every connection (see the README's trade-off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Each commit returns after the WAL is fsynced: a 200 survives power loss.
+    Full,
+    /// Commits are fsynced only at checkpoints: a 200 survives a crash of hookbox, but the last
+    /// moments before a power loss or kernel crash may be lost.
+    Normal,
+}
+
+impl Durability {
+    pub fn as_pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
         }
     }
 }

@@ -315,7 +315,7 @@ fn forged_or_garbled_cursors_are_422_never_500() {
 #[test]
 fn hookbox_import_refuses_the_same_over_cap_lines() {
     let db = crate::support::TestDb::new();
-    let mut store = hookbox::store::Store::open(&db.config(None)).unwrap();
+    let mut store = hookbox::store::Store::open(&db.config(None).store_options()).unwrap();
     store.migrate().unwrap();
     let line = |id: &str, from: &str, ts: &str| {
         json!({"message_id": id, "from": from, "to": "+1", "ts": ts, "text": null}).to_string()

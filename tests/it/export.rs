@@ -40,7 +40,7 @@ fn text(bytes: &[u8]) -> String {
 /// and equal instants, arriving out of order.
 pub fn filled(db: &TestDb) {
     let config = db.config(None);
-    let mut store = Store::open(&config).unwrap();
+    let mut store = Store::open(&config.store_options()).unwrap();
     store.migrate().unwrap();
     let texts: [Option<&str>; 8] = [
         Some("Hello"),

@@ -27,7 +27,7 @@ fn numbered(i: usize) -> Message {
 /// store itself (much faster than HTTP).
 fn preloaded(dir: &TestDb, count: usize) -> Config {
     let config = dir.config(Some(SECRET));
-    let mut store = Store::open(&config).unwrap();
+    let mut store = Store::open(&config.store_options()).unwrap();
     store.migrate().unwrap();
     store.use_text_index(config.text_index).unwrap();
     let messages: Vec<Message> = (0..count).map(numbered).collect();

@@ -143,7 +143,7 @@ fn an_import_on_an_older_schema_refuses_and_changes_nothing() {
     }
     let server = TestServer::start();
     post_some(&server, "s", 3);
-    let current = hookbox::store::Store::open(&server.config())
+    let current = hookbox::store::Store::open(&server.config().store_options())
         .unwrap()
         .schema_version();
     server.set_schema_version(current - 1);
@@ -153,7 +153,7 @@ fn an_import_on_an_older_schema_refuses_and_changes_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("older than this build"), "{stderr}");
-    let mut store = hookbox::store::Store::open(&db.config(None)).unwrap();
+    let mut store = hookbox::store::Store::open(&db.config(None).store_options()).unwrap();
     assert_eq!(store.stored_schema_version().unwrap(), current - 1);
     assert_eq!(store.stats().unwrap().total_messages, 3);
 }

@@ -94,7 +94,7 @@ fn the_store_answers_a_row_past_the_index_limit_with_refused() {
     }
     let db = TestDb::new_postgres();
     let config = db.config(Some(SECRET));
-    let mut store = hookbox::store::Store::open(&config).unwrap();
+    let mut store = hookbox::store::Store::open(&config.store_options()).unwrap();
     store.migrate().unwrap();
     let row = |id: &str| hookbox::message::Message {
         message_id: id.to_owned(),

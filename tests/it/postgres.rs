@@ -367,7 +367,7 @@ fn retention_by_days_and_one_purger_at_a_time() {
     }
     let db = PgDatabase::create();
     let config = Config::for_postgres(db.url(), Some(SECRET));
-    let mut store = Store::open(&config).unwrap();
+    let mut store = Store::open(&config.store_options()).unwrap();
     store.migrate().unwrap();
     let mut rng = Rng::new(7);
     let old: Vec<Message> = (0..30).map(|i| random_message(&mut rng, i)).collect();

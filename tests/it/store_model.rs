@@ -315,7 +315,7 @@ impl Subject {
         let db = TestDb::new();
         let mut config = db.config(None);
         config.text_index = text_index;
-        let mut store = Store::open(&config).unwrap();
+        let mut store = Store::open(&config.store_options()).unwrap();
         store.migrate().unwrap();
         store.use_text_index(text_index).unwrap();
         Subject {

@@ -21,7 +21,7 @@ const PRELOADED: usize = 2_400;
 /// every 100th says "Zebra".
 fn preloaded(dir: &TestDb) -> Config {
     let config = dir.config(Some(SECRET));
-    let mut store = Store::open(&config).unwrap();
+    let mut store = Store::open(&config.store_options()).unwrap();
     store.migrate().unwrap();
     store.use_text_index(config.text_index).unwrap();
     let messages: Vec<Message> = (0..PRELOADED)

@@ -9,7 +9,7 @@
 
 use rusqlite::Connection;
 
-use crate::config::Durability;
+use crate::store::Durability;
 
 /// `synchronous = NORMAL` on `conn` while this lives.
 pub(super) struct Relaxed<'a> {
@@ -124,8 +124,8 @@ mod tests {
     }
 
     mod store {
-        use crate::config::Durability;
         use crate::message::Message;
+        use crate::store::Durability;
         use crate::store::sqlite::tests::{Rng, message, test_store};
         use crate::store::{Store, StoreError};
         use crate::timestamp;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::StoreError;
-use crate::config::Durability;
+use crate::store::Durability;
 use crate::store::upkeep::Moment;
 pub use migrate::SCHEMA_VERSION;
 use text_index::{INDEX_WHEN_QUIET_FOR, Until};

@@ -4,9 +4,8 @@
 use super::text_index::trigram_query;
 use super::write::BULK_ROWS;
 use super::*;
-use crate::config::Config;
 use crate::message::Message;
-use crate::store::{ListQuery, Position, Retention, SqliteOptions, StoreOptions};
+use crate::store::{ListQuery, Position, Retention, SqliteOptions};
 use crate::timestamp;
 
 /// A store on a fresh file, removed on drop.
@@ -21,11 +20,15 @@ impl Drop for TestStore {
     }
 }
 
-/// The options the default config gives a store on `path`.
+/// The settings a server gives a store on `path` by default.
 pub(super) fn test_options(path: std::path::PathBuf) -> SqliteOptions {
-    match StoreOptions::from_config(&Config::for_database(path, Some("secret"))) {
-        StoreOptions::Sqlite(options) => options,
-        StoreOptions::Postgres(_) => unreachable!("a path is an SQLite database"),
+    SqliteOptions {
+        path,
+        busy_timeout: std::time::Duration::from_secs(5),
+        durability: crate::store::Durability::Full,
+        max_db_mib: 0,
+        query_timeout: std::time::Duration::from_secs(2),
+        index_upkeep: true,
     }
 }
 

@@ -339,7 +339,7 @@ fn stored(id: &str) -> Message {
 #[test]
 fn positions_keep_growing_after_retention_empties_the_store() {
     let db = TestDb::new();
-    let mut store = Store::open(&db.config(None)).unwrap();
+    let mut store = Store::open(&db.config(None).store_options()).unwrap();
     store.migrate().unwrap();
     let query = |start| FeedQuery {
         start,
