@@ -19,6 +19,7 @@ mod feed;
 mod growth;
 mod hostile;
 mod index_state;
+mod layout;
 mod messages;
 mod migration;
 mod ops;
