@@ -3,7 +3,7 @@
 //! naming each other.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -34,6 +34,9 @@ const FAILURE_SHOWN_FOR: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct StorageHealth {
     last_failure: Mutex<Option<(Instant, String)>>,
+    /// Why the writer's own connection could not commit when it last checked it while idle
+    /// (PostgreSQL: `Store::maintain`); cleared by its next good check or commit.
+    writer_connection: Mutex<Option<String>>,
     /// Set once the writer's store can no longer keep its promises; never cleared (a restart
     /// is what heals it).
     broken: OnceLock<String>,
@@ -42,6 +45,12 @@ pub struct StorageHealth {
 impl StorageHealth {
     pub fn record_success(&self) {
         *self.lock() = None;
+        *lock(&self.writer_connection) = None;
+    }
+
+    /// What the writer's idle check of its own connection found (`None`: it answers).
+    pub fn record_writer_connection(&self, problem: Option<String>) {
+        *lock(&self.writer_connection) = problem;
     }
 
     pub fn record_failure(&self, why: String) {
@@ -54,7 +63,7 @@ impl StorageHealth {
     }
 
     /// Why the store is broken, else the last commit failure if no commit has succeeded since
-    /// and it is recent.
+    /// and it is recent, else what the writer's last check of its connection found.
     pub fn problem(&self) -> Option<String> {
         if let Some(why) = self.broken.get() {
             return Some(why.clone());
@@ -63,14 +72,19 @@ impl StorageHealth {
             .as_ref()
             .filter(|(when, _)| when.elapsed() < FAILURE_SHOWN_FOR)
             .map(|(_, why)| format!("the last write failed: {why}"))
+            .or_else(|| lock(&self.writer_connection).clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
-        // A poisoned lock only means a panic elsewhere; the value is still a plain Option.
-        self.last_failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Option<(Instant, String)>> {
+        lock(&self.last_failure)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the value is still a plain value.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -87,5 +101,26 @@ mod tests {
             health.problem().as_deref(),
             Some("synchronous could not be restored")
         );
+    }
+
+    #[test]
+    fn the_writers_connection_check_shows_until_it_or_a_commit_succeeds() {
+        let health = StorageHealth::default();
+        health.record_writer_connection(Some("the writer's connection: gone".to_owned()));
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("the writer's connection: gone")
+        );
+        // A failed commit says more, and is shown first.
+        health.record_failure("timeout".to_owned());
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("the last write failed: timeout")
+        );
+        health.record_success();
+        assert_eq!(health.problem(), None);
+        health.record_writer_connection(Some("gone again".to_owned()));
+        health.record_writer_connection(None);
+        assert_eq!(health.problem(), None);
     }
 }

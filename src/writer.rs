@@ -243,6 +243,9 @@ fn maintain<T>(shared: &Shared, store: &mut Store, queue: &Queue<T>, moment: Mom
     if let Some(why) = store.broken() {
         shared.storage.record_broken(why);
     }
+    if let Some(probe) = maintained.connection {
+        shared.storage.record_writer_connection(probe.err());
+    }
     maintained.call_again_in
 }
 

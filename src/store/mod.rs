@@ -18,7 +18,7 @@ use crate::message::Message;
 use crate::timestamp;
 
 pub use options::{Durability, PostgresOptions, SqliteOptions, StoreOptions};
-pub use upkeep::{Maintained, Moment, Upkeep};
+pub use upkeep::{Checked, Maintained, Moment, Upkeep};
 
 /// What a build without the `postgres` cargo feature says about a `postgres://` URL.
 pub const NO_POSTGRES: &str =
@@ -341,17 +341,32 @@ impl Store {
     /// as `upkeep.work_waiting` says a message waits. Failures are logged and retried at a
     /// later call.
     pub fn maintain(&mut self, upkeep: &Upkeep<'_>) -> Maintained {
-        let purged = upkeep::purge_some(self, upkeep);
-        let again = match self {
-            Store::Sqlite(store) => store.maintain(upkeep.moment, upkeep.work_waiting),
+        // PostgreSQL checks the writer's connection first: a purge on one found dead would only
+        // fail (and log it) every second while the database is away. The writer's SQLite
+        // connection is a file handle; the workers' check of the same file is its check.
+        let checked: Option<upkeep::Checked> = match self {
+            Store::Sqlite(_) => None,
             #[cfg(feature = "postgres")]
-            Store::Postgres(store) => store.maintain(),
+            Store::Postgres(store) => Some(store.maintain(upkeep.moment)),
+        };
+        let connection = checked
+            .as_ref()
+            .and_then(|checked| checked.connection.clone());
+        let purged = match connection {
+            Some(Err(_)) => 0,
+            _ => upkeep::purge_some(self, upkeep),
+        };
+        let again = match (self, checked) {
+            (Store::Sqlite(store), _) => store.maintain(upkeep.moment, upkeep.work_waiting),
+            #[cfg(feature = "postgres")]
+            (Store::Postgres(_), checked) => checked.and_then(|checked| checked.call_again_in),
         };
         Maintained {
             purged,
             call_again_in: again.map_or(upkeep::IDLE_PURGE_EVERY, |again| {
                 again.min(upkeep::IDLE_PURGE_EVERY)
             }),
+            connection,
         }
     }
 

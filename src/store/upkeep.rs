@@ -27,10 +27,21 @@ pub struct Upkeep<'a> {
 }
 
 /// What one `maintain` call did, and when the writer should call again if no message comes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maintained {
     pub purged: u64,
     pub call_again_in: Duration,
+    /// What this call learned of the writer's own connection, when it checked it (PostgreSQL,
+    /// while idle): `Err` says why the next commit could not be made on it.
+    pub connection: Option<Result<(), String>>,
+}
+
+/// What PostgreSQL's own upkeep found (`Postgres::maintain`).
+pub struct Checked {
+    /// When to be called again if no message comes.
+    pub call_again_in: Option<Duration>,
+    /// The writer's connection, when it was checked (see `Maintained::connection`).
+    pub connection: Option<Result<(), String>>,
 }
 
 /// How often an idle writer applies retention.

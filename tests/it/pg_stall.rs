@@ -272,6 +272,24 @@ fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_su
         assert!(Instant::now() < deadline, "the backends did not end");
         thread::sleep(Duration::from_millis(10));
     }
+    // With no request at all, the idle writer finds its connection gone and makes a new one
+    // (it checks it after a second unused), so the next webhook does not meet a dead one.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let reconnected = loop {
+        let back: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'hookbox'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if back >= 1 || Instant::now() > deadline {
+            break back;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reconnected, 1, "the writer's new connection, and no other");
     let ready = server.get("/health/ready");
     assert_eq!(ready.status, 200, "{}", ready.text());
     let after = message("after", "+1", "2025-01-15T10:00:01Z", None);

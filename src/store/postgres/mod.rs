@@ -29,8 +29,8 @@ use self::connection::{Doing, Session};
 use self::migrate::Migration;
 use self::queries::Export;
 use super::{
-    ExportFilter, Inserted, ListQuery, Page, PostgresOptions, Retention, Stats, StoreError,
-    StoredMessage,
+    Checked, ExportFilter, Inserted, ListQuery, Moment, Page, PostgresOptions, Retention, Stats,
+    StoreError, StoredMessage,
 };
 use crate::message::Message;
 
@@ -49,6 +49,9 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the writer tries a startup preparation the database was not there for.
 const PREPARE_RETRY: Duration = Duration::from_secs(1);
+
+/// How long the writer's connection sits unused before the writer checks it (`maintain`).
+const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Reads a `postgres://` URL as the store will (for `DATABASE_URL` validation): `sslmode` and
 /// `sslrootcert` with libpq's meanings, the rest as the client library parses it.
@@ -150,14 +153,33 @@ impl Postgres {
     }
 
     /// The writer's upkeep: a pending startup preparation, retried every second until the
-    /// database answers. Retention is above the seam; PostgreSQL checkpoints by itself.
-    pub fn maintain(&mut self) -> Option<Duration> {
-        match self.ensure_schema() {
-            Err(error) if self.prepare_pending.is_some() => {
-                log::warn!("the database is not prepared yet (retried in 1 s): {error}");
-                Some(PREPARE_RETRY)
-            }
-            _ => None,
+    /// database answers; and, once the connection has sat unused for `PROBE_IDLE_AFTER`, a check
+    /// of it (`check_ready`, within `READY_WITHIN`), repeated every `PROBE_IDLE_AFTER` while no
+    /// message comes. So a connection a database restart or a partition ended is replaced
+    /// before the next webhook needs it, and `/health/ready` hears what the writer's own
+    /// connection says (the second value). Retention is above the seam; PostgreSQL
+    /// checkpoints by itself.
+    pub fn maintain(&mut self, moment: Moment) -> Checked {
+        if let Err(error) = self.ensure_schema()
+            && self.prepare_pending.is_some()
+        {
+            log::warn!("the database is not prepared yet (retried in 1 s): {error}");
+            let why = format!("the writer's connection: database not ready: {error}");
+            return Checked {
+                call_again_in: Some(PREPARE_RETRY),
+                connection: Some(Err(why)),
+            };
+        }
+        let connection = match moment {
+            Moment::AfterCommit => None,
+            Moment::Idle => Some(
+                self.check_ready()
+                    .map_err(|why| format!("the writer's connection: {why}")),
+            ),
+        };
+        Checked {
+            call_again_in: Some(PROBE_IDLE_AFTER),
+            connection,
         }
     }
 
