@@ -230,6 +230,18 @@ fn an_instance_whose_database_is_down_at_startup_keeps_running_and_answers_503()
     assert!(resp.header("retry-after").is_some());
 }
 
+/// hookbox's connections to the test database.
+fn hookbox_backends(admin: &mut postgres::Client) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'hookbox'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
 #[test]
 fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_succeed() {
     if !postgres_available() {
@@ -258,14 +270,7 @@ fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_su
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name = 'hookbox'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
+        let left = hookbox_backends(&mut admin);
         if left == 0 {
             break;
         }
@@ -276,14 +281,7 @@ fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_su
     // (it checks it after a second unused), so the next webhook does not meet a dead one.
     let deadline = Instant::now() + Duration::from_secs(4);
     let reconnected = loop {
-        let back: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name = 'hookbox'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
+        let back = hookbox_backends(&mut admin);
         if back >= 1 || Instant::now() > deadline {
             break back;
         }
