@@ -283,6 +283,25 @@ fn metrics_are_prometheus_text_with_the_documented_families() {
     }
 }
 
+/// ACCEPTANCE.md step 7 reads `curl /metrics | head`: after the walk's requests, both families
+/// the seed names must show sample lines within those ten lines.
+#[test]
+fn the_first_ten_lines_of_metrics_show_both_request_families() {
+    let server = TestServer::start();
+    assert_eq!(server.get("/health/live").status, 200);
+    assert_eq!(server.post_webhook(VALID.as_bytes()).status, 200);
+    assert_eq!(server.get("/messages").status, 200);
+    let text = server.get("/metrics").text();
+    let head: Vec<&str> = text.lines().take(10).collect();
+    for family in ["http_requests_total{", "webhook_requests_total{"] {
+        assert!(
+            head.iter().any(|line| line.starts_with(family)),
+            "no {family} sample in `| head`:\n{}",
+            head.join("\n")
+        );
+    }
+}
+
 #[test]
 fn the_four_webhook_result_series_exist_at_zero_from_startup() {
     let server = TestServer::start();
