@@ -344,29 +344,26 @@ impl Store {
         // PostgreSQL checks the writer's connection first: a purge on one found dead would only
         // fail (and log it) every second while the database is away. The writer's SQLite
         // connection is a file handle; the workers' check of the same file is its check.
-        let checked: Option<upkeep::Checked> = match self {
-            Store::Sqlite(_) => None,
+        let checked = match self {
+            Store::Sqlite(_) => Checked::default(),
             #[cfg(feature = "postgres")]
-            Store::Postgres(store) => Some(store.maintain(upkeep.moment)),
+            Store::Postgres(store) => store.maintain(upkeep.moment),
         };
-        let connection = checked
-            .as_ref()
-            .and_then(|checked| checked.connection.clone());
-        let purged = match connection {
+        let purged = match checked.connection {
             Some(Err(_)) => 0,
             _ => upkeep::purge_some(self, upkeep),
         };
-        let again = match (self, checked) {
-            (Store::Sqlite(store), _) => store.maintain(upkeep.moment, upkeep.work_waiting),
+        let again = match self {
+            Store::Sqlite(store) => store.maintain(upkeep.moment, upkeep.work_waiting),
             #[cfg(feature = "postgres")]
-            (Store::Postgres(_), checked) => checked.and_then(|checked| checked.call_again_in),
+            Store::Postgres(_) => checked.call_again_in,
         };
         Maintained {
             purged,
             call_again_in: again.map_or(upkeep::IDLE_PURGE_EVERY, |again| {
                 again.min(upkeep::IDLE_PURGE_EVERY)
             }),
-            connection,
+            connection: checked.connection,
         }
     }
 

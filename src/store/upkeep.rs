@@ -36,7 +36,9 @@ pub struct Maintained {
     pub connection: Option<Result<(), String>>,
 }
 
-/// What PostgreSQL's own upkeep found (`Postgres::maintain`).
+/// What PostgreSQL's own upkeep found (`Postgres::maintain`); SQLite's writer has nothing to
+/// check (the default).
+#[derive(Debug, Default)]
 pub struct Checked {
     /// When to be called again if no message comes.
     pub call_again_in: Option<Duration>,
