@@ -316,10 +316,11 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    /// A config from exactly these variables (the tests of `config/` use it too).
+    pub(crate) fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_lookup(|name| {
             vars.iter()
                 .find(|(key, _)| *key == name)

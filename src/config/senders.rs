@@ -223,15 +223,7 @@ pub fn standard_secret(value: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| {
-            vars.iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        })
-    }
+    use crate::config::tests::config;
 
     #[test]
     fn senders_are_configured_only_when_their_variables_are_set() {

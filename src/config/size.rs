@@ -33,15 +33,7 @@ pub(super) fn mebibytes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| {
-            vars.iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        })
-    }
+    use crate::config::tests::config;
 
     /// Every MiB knob at its maximum counts its bytes exactly, in `u64` (no `usize` product that
     /// would wrap on a 32-bit target).
