@@ -12,10 +12,16 @@ use crate::support::TestDb;
 
 /// Runs `hookbox args…` on the store `db` with `stdin` fed in, and waits for it to exit.
 pub fn hookbox(db: &TestDb, args: &[&str], stdin: &[u8]) -> Output {
+    hookbox_with(db, &[], args, stdin)
+}
+
+/// `hookbox`, with the variables `env` set too.
+pub fn hookbox_with(db: &TestDb, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookbox"))
         .args(args)
         .env_clear()
         .env("DATABASE_URL", db.url())
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,32 +2,8 @@
 //! subcommand run beside a live server never changes it (nor the schema), and a server that
 //! finds its index gone all the same scans, never a 500 (issue 16).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
+use crate::export::hookbox_with;
 use crate::support::{TestDb, TestServer, sqlite_only};
-
-/// Runs `hookbox args…` on the store `db` with `env` set and `stdin` fed in.
-fn hookbox(db: &TestDb, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookbox"))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", db.url())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the hookbox binary starts");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    output
-}
 
 /// Whether the store has its text index, looked at behind the server's back.
 fn text_index_present(db: &TestDb) -> bool {
@@ -68,16 +44,7 @@ fn drop_text_index(db: &TestDb) {
 
 /// `q`'s ids (in page order) and total; the answer must be a 200.
 fn search(server: &TestServer, needle: &str) -> (Vec<String>, i64) {
-    let resp = server.get(&format!("/messages?limit=100&q={needle}"));
-    assert_eq!(resp.status, 200, "q={needle}: {}", resp.text());
-    let body = resp.json();
-    let ids = body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message_id"].as_str().unwrap().to_owned())
-        .collect();
-    (ids, body["total"].as_i64().unwrap())
+    crate::text_index::answer(server, &format!("q={needle}"))
 }
 
 /// Stores `count` messages, every third saying "Zebra"; returns the ids that do.
@@ -109,7 +76,7 @@ fn an_import_with_the_index_off_leaves_a_live_servers_index_and_search_alone() {
     let mut zebras = post_some(&server, "s", 12);
     assert!(text_index_present(&server.dir));
     let line = r#"{"message_id":"imported","from":"+91002","to":"+1","ts":"2025-01-20T10:00:00Z","text":"zebra, imported"}"#;
-    let out = hookbox(
+    let out = hookbox_with(
         &server.dir,
         &[("HOOKBOX_TEXT_INDEX", "off")],
         &["import", "-"],
@@ -149,7 +116,7 @@ fn an_import_on_an_older_schema_refuses_and_changes_nothing() {
     server.set_schema_version(current - 1);
     let db = server.stop();
     let line = r#"{"message_id":"late","from":"+91002","to":"+1","ts":"2025-01-20T10:00:00Z"}"#;
-    let out = hookbox(&db, &[], &["import", "-"], line.as_bytes());
+    let out = hookbox_with(&db, &[], &["import", "-"], line.as_bytes());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("older than this build"), "{stderr}");

@@ -115,7 +115,8 @@ fn expected(path: &Path, needle: &str, from: Option<&str>) -> (Vec<String>, i64)
     )
 }
 
-fn answer(server: &TestServer, query: &str) -> (Vec<String>, i64) {
+/// The ids (in page order) and total of `/messages?limit=100&{query}`, which must be a 200.
+pub fn answer(server: &TestServer, query: &str) -> (Vec<String>, i64) {
     let resp = server.get(&format!("/messages?limit=100&{query}"));
     assert_eq!(resp.status, 200, "{query}: {}", resp.text());
     let body = resp.json();
