@@ -132,13 +132,7 @@ fn postgres_restarted_in_immediate_mode_under_load_gives_503s_never_500s_and_hoo
         WRITERS * PER_WRITER,
         "every id stored in the end"
     );
-    let stored: HashSet<String> = db
-        .client()
-        .query("SELECT message_id FROM messages", &[])
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let stored = db.stored_ids();
     assert_eq!(stored, acked, "an acknowledged message is missing");
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.get("/health/ready").status != 200 {

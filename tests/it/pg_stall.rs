@@ -23,15 +23,6 @@ fn via_proxy(db: &PgDatabase, proxy: &Proxy) -> String {
     format!("{}{}{}", &url[..at], proxy.addr(), &url[slash..])
 }
 
-fn stored(db: &PgDatabase) -> HashSet<String> {
-    db.client()
-        .query("SELECT message_id FROM messages", &[])
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -128,7 +119,7 @@ fn an_eight_second_stall_keeps_ready_within_two_seconds_loses_no_acknowledged_ro
         .filter(|(_, status, _, _)| *status == 200)
         .map(|(id, _, _, _)| id.clone())
         .collect();
-    let rows = stored(&db);
+    let rows = db.stored_ids();
     let lost: Vec<&String> = acked.difference(&rows).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     let recovery = answers
@@ -201,7 +192,7 @@ fn an_instance_whose_database_is_silent_at_startup_serves_503_then_serves_once_i
     }
     let body = message("late", "+1", "2025-01-15T10:00:00Z", None);
     assert_eq!(server.post_webhook(body.as_bytes()).status, 200);
-    assert!(stored(&db).contains("late"));
+    assert!(db.stored_ids().contains("late"));
 }
 
 #[test]
@@ -293,7 +284,7 @@ fn after_the_database_ends_every_connection_ready_and_the_first_webhook_still_su
     let after = message("after", "+1", "2025-01-15T10:00:01Z", None);
     let resp = server.post_webhook(after.as_bytes());
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert!(stored(&db).contains("after"));
+    assert!(db.stored_ids().contains("after"));
 }
 
 #[test]

@@ -25,15 +25,6 @@ use crate::support::{
 const CREATED: &str = r#"webhook_requests_total{result="created"}"#;
 const DUPLICATE: &str = r#"webhook_requests_total{result="duplicate"}"#;
 
-fn rows(db: &PgDatabase) -> HashSet<String> {
-    db.client()
-        .query("SELECT message_id FROM messages", &[])
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 /// Starts `count` servers on `db` at the same moment, so their migrations race for the lock.
 fn start_together(db: &PgDatabase, count: usize, workers: usize) -> Vec<TestServer> {
     let barrier = Barrier::new(count);
@@ -92,7 +83,7 @@ fn three_instances_thirty_clients_the_same_forty_ids_store_forty_rows_each_creat
     });
 
     let expected: HashSet<String> = (0..IDS).map(|i| format!("same-{i}")).collect();
-    assert_eq!(rows(&db), expected);
+    assert_eq!(db.stored_ids(), expected);
     let created: f64 = servers.iter().map(|s| s.metric(CREATED).unwrap()).sum();
     let duplicate: f64 = servers.iter().map(|s| s.metric(DUPLICATE).unwrap()).sum();
     assert_eq!(
@@ -214,7 +205,7 @@ fn connections_killed_under_load_answer_503_with_retry_after_never_500_and_recov
     // Nothing acknowledged is missing, and every id got its 200 in the end: recovered.
     let acked = acked.into_inner().unwrap();
     assert_eq!(acked.len(), WRITERS * PER_WRITER);
-    assert_eq!(rows(&db), acked);
+    assert_eq!(db.stored_ids(), acked);
     // Ready again without a restart, and the aggregates agree with the rows.
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.get("/health/ready").status != 200 {
@@ -335,7 +326,7 @@ fn killing_one_of_three_instances_under_load_loses_no_acknowledged_message() {
     });
 
     let acked = acked.into_inner().unwrap();
-    let stored = rows(&db);
+    let stored = db.stored_ids();
     let lost: Vec<&String> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     assert_eq!(

@@ -161,6 +161,16 @@ impl PgDatabase {
         postgres::Client::connect(&self.url(), postgres::NoTls)
             .expect("connect to the test database")
     }
+
+    /// Every `message_id` stored, read behind the server's back.
+    pub fn stored_ids(&self) -> std::collections::HashSet<String> {
+        self.client()
+            .query("SELECT message_id FROM messages", &[])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
 }
 
 impl Drop for PgDatabase {
