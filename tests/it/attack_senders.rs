@@ -8,6 +8,7 @@ use hookbox::config::{Keys, Twilio, standard_secret};
 use hookbox::signature::standard;
 use serde_json::{Value, json};
 
+use crate::senders_standard::post_standard;
 use crate::senders_twilio::{self, PUBLIC_URL, TOKEN};
 use crate::senders_whatsapp::{self, APP_SECRET, change, payload, text_message};
 use crate::support::{Resp, TestServer, sign};
@@ -54,25 +55,6 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn post_standard(
-    server: &TestServer,
-    id: &str,
-    timestamp: &str,
-    signature: &str,
-    body: &[u8],
-) -> Resp {
-    server.send(
-        "POST",
-        "/webhook",
-        &[
-            ("webhook-id", id),
-            ("webhook-timestamp", timestamp),
-            ("webhook-signature", signature),
-        ],
-        body,
-    )
 }
 
 #[test]
@@ -289,7 +271,7 @@ fn standard_webhooks_headers_that_lie_are_401_never_a_5xx() {
     // Garbage beside a good entry does not hide it, and a replay of the same id is a duplicate.
     let mixed = format!("{garbage} {good}");
     for _ in 0..2 {
-        let resp = post_standard(&server, "msg_1", &now.to_string(), &mixed, body);
+        let resp = post_standard(&server, "msg_1", now, &mixed, body);
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
     // Both signatures at once: our own X-Signature decides, and a Standard one cannot stand in.

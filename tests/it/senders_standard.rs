@@ -32,10 +32,11 @@ fn server() -> TestServer {
     })
 }
 
-fn post_standard(
+/// POSTs `body` to `/webhook` with the three Standard Webhooks headers (any timestamp text).
+pub fn post_standard(
     server: &TestServer,
     id: &str,
-    timestamp: i64,
+    timestamp: impl std::fmt::Display,
     signature: &str,
     body: &[u8],
 ) -> Resp {
