@@ -191,32 +191,25 @@ pub fn redact_url(url: &str) -> String {
     }
     if let Some(query_start) = out.find('?') {
         let (head, query) = out.split_at(query_start + 1);
-        let query = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=<redacted>")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
+        out = format!("{head}{}", redact_password_pairs(query, '&'));
     }
     // A keyword string's password (`password=x host=…`) is hidden too.
     if !url.contains("://") && url.contains("password=") {
-        out = out
-            .split(' ')
-            .map(|word| match word.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=<redacted>")
-                }
-                _ => word.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+        out = redact_password_pairs(&out, ' ');
     }
     out
+}
+
+/// `key=value` pairs joined by `separator`, with the value of any `password` key hidden.
+fn redact_password_pairs(pairs: &str, separator: char) -> String {
+    pairs
+        .split(separator)
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=<redacted>"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(&separator.to_string())
 }
 
 #[cfg(test)]
