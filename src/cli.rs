@@ -139,6 +139,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     }
 }
 
+/// An option as given: `--name=value` is the name and its inline value; anything else is itself,
+/// with the value (if it takes one) in the next argument.
+fn option(arg: &str) -> (&str, Option<String>) {
+    match arg.split_once('=') {
+        Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
+        _ => (arg, None),
+    }
+}
+
 fn unexpected(arg: &str, command: &str) -> UsageError {
     UsageError(format!(
         "unexpected argument {arg:?} to `hookbox {command}…`"

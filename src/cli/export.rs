@@ -26,10 +26,7 @@ pub(super) fn parse_args(args: &[String]) -> Result<ExportArgs, super::UsageErro
     let mut parsed = ExportArgs::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
-            _ => (arg.as_str(), None),
-        };
+        let (name, inline) = super::option(arg);
         if !matches!(name, "--since" | "--from") {
             return Err(super::unexpected(arg, "export "));
         }

@@ -48,10 +48,7 @@ pub fn parse_args(args: &[String]) -> Result<FollowArgs, UsageError> {
     let mut parsed = FollowArgs::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
-            _ => (arg.as_str(), None),
-        };
+        let (name, inline) = super::option(arg);
         match (name, inline) {
             ("--follow", None) => {}
             ("--print-position", None) => parsed.print_position = true,
