@@ -1,6 +1,7 @@
 //! The PostgreSQL store's statements: each function takes a live client and runs one operation
 //! (its own transaction or snapshot); reconnecting and sorting errors is `connection`'s job.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -78,14 +79,7 @@ pub fn list_in(
         .map(|needle| text::fold(needle).into_bytes());
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(from) = &query.from {
-        values.push(from);
-        conditions.push(format!("sender = ${}", values.len()));
-    }
-    if let Some(since_key) = &since_key {
-        values.push(since_key);
-        conditions.push(format!("ts_key >= ${}", values.len()));
-    }
+    from_and_since(&query.from, &since_key, &mut conditions, &mut values);
     if let (Some(pattern), Some(needle_bytes)) = (&pattern, &needle_bytes) {
         values.push(pattern);
         values.push(needle_bytes);
@@ -286,6 +280,24 @@ impl From<postgres::Error> for Export {
     }
 }
 
+/// The `from` and `since` conditions `/messages` and export share, their parameters numbered
+/// after those already in `values`.
+fn from_and_since<'a>(
+    from: &'a Option<String>,
+    since_key: &'a Option<Cow<'a, str>>,
+    conditions: &mut Vec<String>,
+    values: &mut Vec<&'a (dyn ToSql + Sync)>,
+) {
+    if let Some(from) = from {
+        values.push(from);
+        conditions.push(format!("sender = ${}", values.len()));
+    }
+    if let Some(since_key) = since_key {
+        values.push(since_key);
+        conditions.push(format!("ts_key >= ${}", values.len()));
+    }
+}
+
 pub fn export_in(
     client: &mut Client,
     filter: &ExportFilter,
@@ -297,14 +309,7 @@ pub fn export_in(
     let since_key = filter.since_key.as_deref().map(escape_nul);
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(from) = &filter.from {
-        values.push(from);
-        conditions.push(format!("sender = ${}", values.len()));
-    }
-    if let Some(since_key) = &since_key {
-        values.push(since_key);
-        conditions.push(format!("ts_key >= ${}", values.len()));
-    }
+    from_and_since(&filter.from, &since_key, &mut conditions, &mut values);
     let filter_sql = if conditions.is_empty() {
         String::new()
     } else {
